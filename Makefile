@@ -1,0 +1,36 @@
+# `make demo` and `make test` are all a fresh machine needs: each creates the virtual
+# environment, installs syncd with what it needs, then runs. A second run reinstalls
+# only when pyproject.toml changed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo lint bench sandbox clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/syncd demo
+
+sandbox: $(STAMP)
+	$(BIN)/syncd sandbox
+
+lint: $(STAMP)
+	$(BIN)/ruff check syncd tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/simulated_day.py
+	$(BIN)/python benchmarks/scale.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
