@@ -29,6 +29,11 @@ class RoomCalendar(Protocol):
 
         One call for a room with no change. The returned state is stored by the caller."""
 
+    def get_event(self, mailbox: str, item_id: str) -> Event | None:
+        """The event with this item id wherever its times now are, or None when it no
+        longer exists (deleted). Used to tell a cancellation from a move out of the window.
+        For an occurrence id, returns that occurrence."""
+
     def create_event(self, mailbox: str, event: NewEvent) -> EventRef:
         """Create a blocking event stamped with `event.stamp`; sends no invitations."""
 
