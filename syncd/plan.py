@@ -1,0 +1,321 @@
+"""The planner's value types: what goes into `syncd.planner.plan_room` and what comes out.
+
+Pure data, no I/O. A `RoomSnapshot` (links, both sides as read this pass, open conflicts)
+and a `Policy` go in; a `Plan` (ordered actions, conflicts to record, conflicts resolved,
+or a halt) comes out. Every action names its booking (`booking_key`), the system it
+writes to (`side`: ultimo, exchange, or db for bookkeeping only) and can `describe()`
+itself in one human-readable line for dry-run output and logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from syncd.model import ConflictInfo, Event, NewEvent, NewReservation, Reservation, Room, TimeWindow
+
+if TYPE_CHECKING:
+    from syncd.config import Config
+
+Side = Literal["ultimo", "exchange", "db"]
+
+
+def span(start: datetime | None, end: datetime | None) -> str:
+    """`2026-11-23 09:00–10:00 UTC` (both dates shown when the booking crosses midnight)."""
+    if start is None or end is None:
+        return "(times unknown)"
+    if start.date() == end.date():
+        return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC"
+    return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC"
+
+
+def _label(subject: str | None) -> str:
+    return f"'{subject}' " if subject else ""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkView:
+    """A stored link as the planner sees it; `start`/`end` are the last synced UTC times."""
+
+    id: int
+    origin: str                      # exchange | ultimo | both
+    state: str                       # active | cancelled (tombstone)
+    exchange_key: str | None
+    exchange_item_id: str | None
+    exchange_change_key: str | None
+    stamp: str | None
+    external_id: str | None
+    ultimo_id: str | None
+    start: datetime
+    end: datetime
+    synced_hash: str
+    subject: str | None = None
+    organizer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenConflict:
+    """An open conflict row, reduced to what decides whether to retry or resolve it."""
+
+    id: int
+    booking_key: str
+    kind: str
+    start: datetime | None
+    end: datetime | None
+    link_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The configuration choices the planner applies (from `sync` and `applicants`)."""
+
+    applicant_default: str
+    applicants_by_email: dict[str, str]         # keys lower-cased
+    description_template: str = "{subject} ({organizer})"
+    private_subject: str = "Private meeting"
+    mask_private: bool = True
+    event_subject_template: str = "{description}"
+    on_changed_on_both_sides: str = "record_only"   # record_only | exchange_wins | ultimo_wins
+    max_cancellations: int = 20
+    on_room_unavailable: str = "record_only"        # record_only | decline (applied by the executor)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Policy:
+        """The policy a validated configuration asks for."""
+        s = cfg.sync
+        return cls(
+            applicant_default=cfg.applicants.default,
+            applicants_by_email={k.lower(): v for k, v in cfg.applicants.by_email.items()},
+            description_template=s.description_template,
+            private_subject=s.private_subject,
+            mask_private=s.mask_private,
+            event_subject_template=s.event_subject_template,
+            on_changed_on_both_sides=s.on_changed_on_both_sides,
+            max_cancellations=s.max_cancellations_per_cycle,
+            on_room_unavailable=s.on_room_unavailable,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSnapshot:
+    """Everything known about one room this pass.
+
+    `exchange`/`ultimo` are None when that side was not read this pass (or the read
+    failed). `exchange` may hold linked events outside `exchange_window`, fetched by item
+    id; a linked event absent from `exchange` after a complete read is really gone.
+    `previous_*_count`: bookings seen in the last full read (None: never read)."""
+
+    room: Room
+    now: datetime
+    links: tuple[LinkView, ...]
+    exchange: tuple[Event, ...] | None
+    exchange_window: TimeWindow | None
+    ultimo: tuple[Reservation, ...] | None
+    ultimo_window: TimeWindow | None
+    open_conflicts: tuple[OpenConflict, ...] = ()
+    previous_exchange_count: int | None = None
+    previous_ultimo_count: int | None = None
+
+
+# --- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreateReservation:
+    """Create the Ultimo reservation for an Exchange booking (`link_id`: an existing link
+    whose Ultimo side was never created, e.g. a retried create)."""
+
+    side: ClassVar[Side] = "ultimo"
+    booking_key: str
+    event: Event
+    new: NewReservation
+    link_id: int | None = None
+
+    def describe(self) -> str:
+        return f"create Ultimo reservation for {_label(self.new.description)}{span(self.new.start, self.new.end)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateEvent:
+    """Create the blocking event for an Ultimo reservation (`link_id` when retrying)."""
+
+    side: ClassVar[Side] = "exchange"
+    booking_key: str
+    reservation: Reservation
+    new: NewEvent
+    link_id: int | None = None
+
+    def describe(self) -> str:
+        return (f"create Exchange event for Ultimo reservation {self.reservation.ultimo_id} "
+                f"{_label(self.new.subject)}{span(self.new.start, self.new.end)}")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveReservation:
+    side: ClassVar[Side] = "ultimo"
+    booking_key: str
+    link_id: int
+    ultimo_id: str
+    start: datetime
+    end: datetime
+    subject: str | None = None
+    old_start: datetime | None = None
+    old_end: datetime | None = None
+
+    def describe(self) -> str:
+        return (f"move Ultimo reservation {self.ultimo_id} {_label(self.subject)}"
+                f"from {span(self.old_start, self.old_end)} to {span(self.start, self.end)}")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveEvent:
+    side: ClassVar[Side] = "exchange"
+    booking_key: str
+    link_id: int
+    item_id: str
+    change_key: str
+    start: datetime
+    end: datetime
+    subject: str | None = None
+    old_start: datetime | None = None
+    old_end: datetime | None = None
+
+    def describe(self) -> str:
+        return (f"move Exchange event {_label(self.subject)}"
+                f"from {span(self.old_start, self.old_end)} to {span(self.start, self.end)}")
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReservation:
+    side: ClassVar[Side] = "ultimo"
+    booking_key: str
+    link_id: int
+    ultimo_id: str
+    start: datetime | None = None
+    end: datetime | None = None
+    subject: str | None = None
+
+    def describe(self) -> str:
+        return f"cancel Ultimo reservation {self.ultimo_id} {_label(self.subject)}{span(self.start, self.end)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveEvent:
+    """Delete an event syncd created (it carries syncd's stamp)."""
+
+    side: ClassVar[Side] = "exchange"
+    booking_key: str
+    link_id: int | None
+    item_id: str
+    change_key: str
+    start: datetime | None = None
+    end: datetime | None = None
+    subject: str | None = None
+
+    def describe(self) -> str:
+        return f"remove Exchange event {_label(self.subject)}{span(self.start, self.end)}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeclineEvent:
+    """The room declines a person's meeting whose Ultimo reservation was cancelled."""
+
+    side: ClassVar[Side] = "exchange"
+    booking_key: str
+    link_id: int | None
+    item_id: str
+    change_key: str
+    reason: str
+    start: datetime | None = None
+    end: datetime | None = None
+    subject: str | None = None
+
+    def describe(self) -> str:
+        return f"decline Exchange meeting {_label(self.subject)}{span(self.start, self.end)}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPair:
+    """First run: equal bookings already on both sides; link them, copy nothing."""
+
+    side: ClassVar[Side] = "db"
+    booking_key: str
+    event: Event
+    reservation: Reservation
+
+    def describe(self) -> str:
+        return (f"link Exchange event {_label(self.event.subject)}to Ultimo reservation "
+                f"{self.reservation.ultimo_id} {span(self.event.start, self.event.end)}")
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshLink:
+    """Bookkeeping only: new item id/change key, a learned key, or both sides at new times."""
+
+    side: ClassVar[Side] = "db"
+    booking_key: str
+    link_id: int
+    exchange_key: str | None
+    item_id: str | None
+    change_key: str | None
+    start: datetime
+    end: datetime
+
+    def describe(self) -> str:
+        return f"refresh link {self.link_id} ({self.booking_key}) {span(self.start, self.end)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """Bookkeeping only: the booking is gone on both sides; never resurrect it."""
+
+    side: ClassVar[Side] = "db"
+    booking_key: str
+    link_id: int
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def describe(self) -> str:
+        return f"mark link {self.link_id} ({self.booking_key}) cancelled on both sides"
+
+
+Action = (CreateReservation | CreateEvent | MoveReservation | MoveEvent | CancelReservation | RemoveEvent
+          | DeclineEvent | LinkPair | RefreshLink | Tombstone)
+CANCELLATIONS = (CancelReservation, RemoveEvent, DeclineEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do for one room, in execution order.
+
+    `conflicts` are recorded (or refreshed) as open; `resolved` lists booking keys whose
+    open conflicts no longer hold; `halted` says why nothing was planned (mass
+    cancellation guard); `deferred_cancellations` were held back by the cap."""
+
+    room: Room
+    actions: tuple[Action, ...] = ()
+    conflicts: tuple[ConflictInfo, ...] = ()
+    resolved: tuple[str, ...] = ()
+    halted: str | None = None
+    deferred_cancellations: int = 0
+
+    @property
+    def writes(self) -> tuple[Action, ...]:
+        """The actions that write to Ultimo or Exchange (not database bookkeeping)."""
+        return tuple(a for a in self.actions if a.side != "db")
+
+    @property
+    def is_empty(self) -> bool:
+        """True when there is nothing to do, record or resolve."""
+        return not self.actions and not self.conflicts and not self.resolved and self.halted is None
+
+    def describe(self) -> list[str]:
+        """One line per action, then per conflict, for dry-run output."""
+        lines = [a.describe() for a in self.actions]
+        lines += [f"conflict {c.kind}: {c.message}" for c in self.conflicts]
+        if self.halted:
+            lines.append(f"halted: {self.halted}")
+        if self.deferred_cancellations:
+            lines.append(f"{self.deferred_cancellations} cancellation(s) deferred to the next cycle (cap)")
+        return lines
