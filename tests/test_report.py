@@ -1,0 +1,287 @@
+"""The conflict report: its rows, the three formats, and the atomic file write."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from syncd import conflicts, report
+from syncd.errors import UsageError
+from syncd.model import CHANGED_ON_BOTH_SIDES, REJECTED_BY_ULTIMO, ROOM_UNAVAILABLE, ConflictInfo
+from syncd.schema import Base
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+ROOM = "room.c25@example.com"
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'report.db'}")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        yield s
+    engine.dispose()
+
+
+def add(session: Session, *, room: str = ROOM, space_id: str = "C-25", now: datetime = T0, **kw) -> int:
+    fields = dict(kind=ROOM_UNAVAILABLE, message="Space is not available", booking_key="uid-1", code="1015",
+                  subject="Budget review", organizer="alice@example.com",
+                  start=datetime(2026, 11, 23, 9, 0, tzinfo=UTC), end=datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
+    fields.update(kw)
+    cid = conflicts.record(session, room=room, space_id=space_id, info=ConflictInfo(**fields), link_id=None, now=now)
+    session.commit()
+    return cid
+
+
+@pytest.fixture
+def sample(session: Session) -> list[dict]:
+    """Three conflicts with awkward text (commas, quotes, newlines, accents) and gaps."""
+    add(session, ultimo_id="R-1001", subject='Team "sync", week 48\nsecond line', organizer="zoë@example.com")
+    add(session, booking_key="uid-2", kind=CHANGED_ON_BOTH_SIDES, code=None, message="edited in both; kept as is",
+        subject=None, organizer=None, now=T0 + timedelta(minutes=3))
+    add(session, booking_key="uid-3", kind=REJECTED_BY_ULTIMO, code="1200", message="Applicant unknown",
+        room="room.b12@example.com", space_id="B-12", ultimo_id="R-9", now=T0 + timedelta(minutes=5),
+        start=datetime(2026, 11, 24, 22, 30, tzinfo=UTC), end=datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
+    conflicts.resolve(session, room="room.b12@example.com", booking_key="uid-3", now=T0 + timedelta(hours=1))
+    session.commit()
+    return report.rows(conflicts.query(session, include_resolved=True, since=None))
+
+
+def test_rows_carry_exactly_the_interface_fields_with_offsets(sample: list[dict]) -> None:
+    assert [list(r) for r in sample] == [list(report.FIELDS)] * 3
+    assert report.FIELDS == ("id", "detected_at", "room", "space_id", "kind", "code", "message", "subject",
+                             "organizer", "start", "end", "ultimo_id", "status")
+    first = sample[0]
+    assert first["detected_at"] == "2026-11-20T08:00:00+00:00"
+    assert (first["start"], first["end"]) == ("2026-11-23T09:00:00+00:00", "2026-11-23T10:00:00+00:00")
+    assert isinstance(first["id"], int)
+    assert [r["status"] for r in sample] == ["open", "open", "resolved"]
+    for r in sample:
+        for name in ("detected_at", "start", "end"):
+            assert datetime.fromisoformat(r[name]).utcoffset() == timedelta(0)
+
+
+def test_csv_and_json_carry_the_same_fields_and_values(sample: list[dict]) -> None:
+    text = report.to_csv(sample)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    assert reader.fieldnames == list(report.FIELDS)
+    from_csv = list(reader)
+    from_json = json.loads(report.to_json(sample))
+
+    assert isinstance(from_json, list) and all(isinstance(o, dict) for o in from_json)
+    assert len(from_csv) == len(from_json) == len(sample) == 3
+    for c, j, r in zip(from_csv, from_json, sample, strict=True):
+        assert list(j) == list(report.FIELDS)
+        assert j == r
+        assert c == {k: "" if v is None else str(v) for k, v in r.items()}
+    assert from_json[1]["code"] is None and from_json[1]["subject"] is None
+    assert from_csv[0]["subject"] == 'Team "sync", week 48\nsecond line'
+    assert from_csv[0]["organizer"] == "zoë@example.com"
+
+
+def test_csv_defuses_spreadsheet_formulas_but_json_stays_raw(session: Session) -> None:
+    add(session, subject="=HYPERLINK(\"http://evil\",\"x\")", organizer="@SUM(A1)", message="+1 -2",
+        ultimo_id="-5", code="\tcmd")
+    [row] = report.rows(conflicts.query(session, include_resolved=False, since=None))
+    [cells] = list(csv.DictReader(io.StringIO(report.to_csv([row]), newline="")))
+    assert cells["subject"] == "'=HYPERLINK(\"http://evil\",\"x\")"
+    assert cells["organizer"] == "'@SUM(A1)"
+    assert cells["message"] == "'+1 -2"
+    assert cells["ultimo_id"] == "'-5"
+    assert cells["code"] == "'\tcmd"
+    assert cells["detected_at"] == "2026-11-20T08:00:00+00:00"   # ordinary values untouched
+    assert json.loads(report.to_json([row]))[0]["subject"] == "=HYPERLINK(\"http://evil\",\"x\")"
+
+
+def test_empty_report_in_each_format() -> None:
+    assert report.to_csv([]) == ",".join(report.FIELDS) + "\r\n"
+    assert json.loads(report.to_json([])) == []
+    page = report.to_html([], generated_at=T0, title="Conflicts")
+    assert "No conflicts to report" in page
+    assert "<table" not in page
+
+
+class Page(HTMLParser):
+    """Collects the tags, attributes and visible text of a page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.text: list[str] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if not self._in_style:
+            self.text.append(data)
+
+
+def parse(page: str) -> Page:
+    p = Page()
+    p.feed(page)
+    p.close()
+    return p
+
+
+def test_html_shows_the_same_values_readably(sample: list[dict]) -> None:
+    page = report.to_html(sample, generated_at=T0, title="Conflict report", tz=ZoneInfo("Europe/Amsterdam"))
+    seen = "".join(parse(page).text)
+    for r in sample:
+        for name in ("id", "room", "space_id", "message", "ultimo_id", "organizer", "subject", "status"):
+            if r[name] is not None:
+                assert str(r[name]) in seen, name
+    # Friendly kinds, readable local times (UTC 09:00 is 10:00 in Amsterdam in November).
+    assert "Room not available (Ultimo 1015)" in seen
+    assert "Changed in both systems" in seen
+    assert "Rejected by Ultimo (Ultimo 1200)" in seen
+    assert "Mon 23 Nov 2026" in seen and "10:00 – 11:00 CET" in seen
+    assert "Tue 24 Nov 2026 23:30 CET –Wed 25 Nov 2026 02:00 CET" in seen   # spans midnight
+    assert "times in Europe/Amsterdam" in seen
+    assert "Generated Fri 20 Nov 2026 09:00 CET" in seen
+
+
+def test_html_summary_counts_by_kind_and_status(sample: list[dict]) -> None:
+    page = report.to_html(sample, generated_at=T0, title="t")
+    p = parse(page)
+    text = [t.strip() for t in p.text if t.strip()]
+    # cards: 2 open, 1 resolved
+    assert text[text.index("Summary") + 1: text.index("Summary") + 5] == ["2", "open", "1", "resolved"]
+    i = text.index("Rejected by Ultimo")
+    assert text[i + 1: i + 4] == ["0", "1", "1"]          # open, resolved, total
+    i = text.index("Room not available (Ultimo 1015)")
+    assert text[i + 1: i + 4] == ["1", "0", "1"]
+
+
+HOSTILE = {
+    "subject": '<script>alert("x")</script> & "quoted" \'single\'',
+    "organizer": '"><img src=x onerror=alert(1)>@evil.example',
+    "message": "</td></tr></table><h1>pwned</h1> R&D",
+    "ultimo_id": "R&D<1>",
+    "code": "<b>1015</b>",
+}
+
+
+def test_html_escapes_hostile_text_from_both_systems(session: Session) -> None:
+    add(session, room='room"<i>@example.com', space_id="C&<25>", kind="<u>odd_kind</u>", **HOSTILE)
+    add(session, booking_key="uid-2", kind=REJECTED_BY_ULTIMO, code='1"><script>x</script>',
+        message="<style>body{display:none}</style>")
+    rows = report.rows(conflicts.query(session, include_resolved=True, since=None))
+    page = report.to_html(rows, generated_at=T0, title="<Report & co>")
+
+    assert "<script" not in page.lower()
+    assert page.lower().count("<style") == 1            # only our own stylesheet
+    p = parse(page)
+    allowed = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "b", "br", "span",
+               "table", "thead", "tbody", "tr", "th", "td", "code"}
+    assert set(p.tags) <= allowed
+    assert {name for name, _ in p.attrs} <= {"lang", "charset", "name", "content", "class"}
+    assert not any("alert" in (v or "") or "onerror" in (v or "") for _, v in p.attrs)
+    # The hostile text is shown as text, character for character.
+    seen = "".join(p.text)
+    for value in [*HOSTILE.values(), 'room"<i>@example.com', "C&<25>", "<style>body{display:none}</style>",
+                  "<Report & co>"]:
+        assert value in seen
+    assert "&lt;script&gt;" in page and "&amp;" in page and "&quot;" in page
+
+
+def test_since_is_a_utc_instant() -> None:
+    assert report.since_utc(None) is None
+    assert report.since_utc(date(2026, 11, 20)) == datetime(2026, 11, 20, tzinfo=UTC)
+    assert report.since_utc(datetime(2026, 11, 20, 9, 30)) == datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    aware = datetime(2026, 11, 20, 9, 30, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    assert report.since_utc(aware) == datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+    assert report.since_utc("2026-11-20") == datetime(2026, 11, 20, tzinfo=UTC)
+    with pytest.raises(UsageError):
+        report.since_utc("last tuesday")
+
+
+def test_text_table_blanks_terminal_control_characters(session: Session) -> None:
+    add(session, subject="\x1b[2J\x1b]0;owned\x07Board meeting")
+    table = report.format_table(conflicts.query(session, include_resolved=False, since=None))
+    assert "\x1b" not in table and "\x07" not in table
+    header, line = table.splitlines()
+    assert header.split() == ["id", "detected", "room", "kind", "code", "start", "subject", "status"]
+    assert "Board meeting" in line and "2026-11-20 08:00 UTC" in line and "room_unavailable" in line
+
+
+# --- writing the file -------------------------------------------------------------------
+
+
+def test_write_creates_the_file_with_no_temp_left(tmp_path: Path) -> None:
+    target = tmp_path / "report.csv"
+    report.write_atomically(target, "a,b\r\n1,2\r\n")
+    assert target.read_bytes() == b"a,b\r\n1,2\r\n"
+    assert os.listdir(tmp_path) == ["report.csv"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_write_replaces_an_old_report_keeping_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "report.html"
+    target.write_text("old")
+    target.chmod(0o640)
+    report.write_atomically(target, "new")
+    assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["report.html"]
+
+
+@pytest.mark.parametrize("where", ["missing-folder/report.csv", "a-folder"])
+def test_unwritable_path_is_a_usage_error(tmp_path: Path, where: str) -> None:
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-folder" / "keep.txt").write_text("keep")
+    with pytest.raises(UsageError) as err:
+        report.write_atomically(tmp_path / where, "data")
+    assert err.value.exit_status == 2
+    assert "cannot write the report to" in str(err.value) and "\n" not in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == ["a-folder"]
+    assert os.listdir(tmp_path / "a-folder") == ["keep.txt"]
+
+
+def test_failed_write_leaves_the_old_report_intact(tmp_path: Path) -> None:
+    """A write that fails half way (here: the file size limit, as on a full disk) leaves
+    the previous report whole and no temporary file behind."""
+    target = tmp_path / "report.json"
+    target.write_text('["old report"]')
+    script = textwrap.dedent("""
+        import resource, signal, sys
+        from pathlib import Path
+        from syncd.errors import UsageError
+        from syncd.report import write_atomically
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        try:
+            write_atomically(Path(sys.argv[1]), "x" * 100_000)
+        except UsageError as e:
+            print(e.exit_status, e)
+            sys.exit(0)
+        sys.exit("no error raised")
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("2 cannot write the report to")
+    assert target.read_text() == '["old report"]'
+    assert os.listdir(tmp_path) == ["report.json"]
