@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from syncd.model import ConflictInfo, Event, NewEvent, NewReservation, Reservation, Room, TimeWindow
+from syncd.model import (
+    ConflictInfo,
+    Event,
+    NewEvent,
+    NewReservation,
+    Reservation,
+    Room,
+    TimeWindow,
+    external_id_for,
+    stamp_for_reservation,
+)
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -94,6 +104,54 @@ class Policy:
             on_changed_on_both_sides=s.on_changed_on_both_sides,
             max_cancellations=s.max_cancellations_per_cycle,
             on_room_unavailable=s.on_room_unavailable,
+        )
+
+    def shown_subject(self, event: Event) -> str:
+        """The event's subject as syncd may show it elsewhere (masked when private)."""
+        if event.private and self.mask_private:
+            return self.private_subject
+        return event.subject
+
+    def applicant_for(self, organizer: str | None) -> str:
+        """The Ultimo Employee id for an organizer e-mail (case-insensitive), else the default."""
+        if organizer:
+            for email, applicant in self.applicants_by_email.items():
+                if email.lower() == organizer.lower():
+                    return applicant
+        return self.applicant_default
+
+    def new_reservation(self, room: Room, event: Event) -> NewReservation:
+        """The Ultimo reservation to create for an Exchange booking."""
+        subject = self.shown_subject(event)
+        organizer = event.organizer or "unknown organizer"
+        try:
+            description = self.description_template.format(subject=subject, organizer=organizer)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            description = f"{subject} ({organizer})"
+        return NewReservation(
+            external_id=external_id_for(room.mailbox, event.key),
+            space_id=room.space_id,
+            start=event.start,
+            end=event.end,
+            description=description,
+            applicant_id=self.applicant_for(event.organizer),
+        )
+
+    def new_event(self, reservation: Reservation) -> NewEvent:
+        """The blocking Exchange event to create for an Ultimo reservation, stamped as syncd's."""
+        r = reservation
+        applicant = r.applicant_name or r.applicant_id or ""
+        try:
+            subject = self.event_subject_template.format(
+                description=r.description, applicant=applicant, ultimo_id=r.ultimo_id)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            subject = r.description
+        return NewEvent(
+            subject=subject or f"Ultimo reservation {r.ultimo_id}",
+            start=r.start,
+            end=r.end,
+            stamp=stamp_for_reservation(r.ultimo_id),
+            body=f"Room reserved in Ultimo (reservation {r.ultimo_id}); kept in sync by syncd.",
         )
 
 
@@ -237,12 +295,19 @@ class DeclineEvent:
 
 @dataclass(frozen=True, slots=True)
 class LinkPair:
-    """First run: equal bookings already on both sides; link them, copy nothing."""
+    """Equal bookings already on both sides (first run): link them, copy nothing.
+
+    The link's synced times are the event's. `origin` is `both` for a first-run pair and
+    `ultimo` when syncd adopts its own stamped event (a create interrupted before the link
+    was stored). `link_id`: fill in that existing link (whose Ultimo side was never
+    recorded) instead of adding one."""
 
     side: ClassVar[Side] = "db"
     booking_key: str
     event: Event
     reservation: Reservation
+    origin: str = "both"
+    link_id: int | None = None
 
     def describe(self) -> str:
         return (f"link Exchange event {_label(self.event.subject)}to Ultimo reservation "
