@@ -285,3 +285,107 @@ def test_failed_write_leaves_the_old_report_intact(tmp_path: Path) -> None:
     assert done.stdout.startswith("2 cannot write the report to")
     assert target.read_text() == '["old report"]'
     assert os.listdir(tmp_path) == ["report.json"]
+
+
+# --- the commands, on a real SQLite database opened by syncd.db ---------------------------
+
+
+@pytest.fixture
+def cfg(tmp_path: Path):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(database=SimpleNamespace(url=f"sqlite:///{tmp_path / 'syncd.db'}"),
+                           ultimo=SimpleNamespace(timezone="Europe/Amsterdam"))
+
+
+@pytest.fixture
+def db(cfg) -> Iterator[Session]:
+    from syncd.db import open_database, session_factory
+
+    engine = open_database(cfg)
+    with session_factory(engine)() as s:
+        yield s
+    engine.dispose()
+
+
+def args(**kw):
+    from types import SimpleNamespace
+
+    base = dict(all=False, since=None, output=None, format="csv")
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+@pytest.fixture
+def stored(db: Session) -> dict[str, int]:
+    ids = {
+        "old": add(db, booking_key="old", subject="Old meeting", now=T0 - timedelta(days=3)),
+        "fixed": add(db, booking_key="fixed", subject="Fixed meeting", now=T0 - timedelta(days=1)),
+        "new": add(db, booking_key="new", subject="New meeting", now=T0),
+    }
+    conflicts.resolve(db, room=ROOM, booking_key="fixed", now=T0)
+    db.commit()
+    return ids
+
+
+def test_list_says_so_when_nothing_is_open(cfg, db: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.cmd_conflicts_list(cfg, args()) == 0
+    assert capsys.readouterr().out == "No open conflicts.\n"
+
+
+def test_list_shows_open_and_with_all_resolved(cfg, stored, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.cmd_conflicts_list(cfg, args()) == 0
+    out = capsys.readouterr().out
+    assert "Old meeting" in out and "New meeting" in out and "Fixed meeting" not in out
+    assert "2026-11-20 09:00 CET" in out          # detected_at of "new", in the site's zone
+    assert report.cmd_conflicts_list(cfg, args(all=True)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and "Fixed meeting" in lines[2] and lines[2].rstrip().endswith("resolved")
+
+
+def export(cfg, capsys: pytest.CaptureFixture[str], **kw) -> list[dict]:
+    assert report.cmd_conflicts_export(cfg, args(format="json", **kw)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_export_all_and_since(cfg, stored, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = lambda found: [r["id"] for r in found]  # noqa: E731
+    assert ids(export(cfg, capsys)) == [stored["old"], stored["new"]]
+    assert ids(export(cfg, capsys, all=True)) == [stored["old"], stored["fixed"], stored["new"]]
+    # A date is its UTC midnight; a naive time is UTC; an aware one is its instant.
+    assert ids(export(cfg, capsys, all=True, since=date(2026, 11, 19))) == [stored["fixed"], stored["new"]]
+    assert ids(export(cfg, capsys, all=True, since=datetime(2026, 11, 19, 8, 0, 1))) == [stored["new"]]
+    amsterdam = datetime(2026, 11, 19, 9, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))   # 08:00 UTC
+    assert ids(export(cfg, capsys, all=True, since=amsterdam)) == [stored["fixed"], stored["new"]]
+    assert export(cfg, capsys, since=date(2026, 12, 1)) == []
+
+
+def test_export_each_format_to_stdout(cfg, stored, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.cmd_conflicts_export(cfg, args(format="csv")) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith(",".join(report.FIELDS) + "\r\n") and out.err == ""
+    assert len(list(csv.DictReader(io.StringIO(out.out, newline="")))) == 2
+    assert report.cmd_conflicts_export(cfg, args(format="html")) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!DOCTYPE html>") and "New meeting" in page and "times in Europe/Amsterdam" in page
+    with pytest.raises(UsageError):
+        report.cmd_conflicts_export(cfg, args(format="xml"))
+
+
+def test_export_to_a_file_reports_where_and_how_many(cfg, stored, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "out" / "conflicts.csv"
+    target.parent.mkdir()
+    assert report.cmd_conflicts_export(cfg, args(format="csv", output=str(target), all=True)) == 0
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.strip() == f"Wrote 3 conflicts to {target} (csv)."
+    assert len(list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8"), newline="")))) == 3
+    assert os.listdir(target.parent) == ["conflicts.csv"]
+
+
+def test_export_to_an_unwritable_path_fails_with_status_2(cfg, stored, tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as err:
+        report.cmd_conflicts_export(cfg, args(format="html", output=str(tmp_path / "no-such-dir" / "r.html")))
+    assert err.value.exit_status == 2
+    assert str(tmp_path / "no-such-dir" / "r.html") in str(err.value)
