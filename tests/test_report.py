@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -292,8 +293,6 @@ def test_failed_write_leaves_the_old_report_intact(tmp_path: Path) -> None:
 
 @pytest.fixture
 def cfg(tmp_path: Path):
-    from types import SimpleNamespace
-
     return SimpleNamespace(database=SimpleNamespace(url=f"sqlite:///{tmp_path / 'syncd.db'}"),
                            ultimo=SimpleNamespace(timezone="Europe/Amsterdam"))
 
@@ -309,8 +308,6 @@ def db(cfg) -> Iterator[Session]:
 
 
 def args(**kw):
-    from types import SimpleNamespace
-
     base = dict(all=False, since=None, output=None, format="csv")
     base.update(kw)
     return SimpleNamespace(**base)
@@ -389,3 +386,56 @@ def test_export_to_an_unwritable_path_fails_with_status_2(cfg, stored, tmp_path:
         report.cmd_conflicts_export(cfg, args(format="html", output=str(tmp_path / "no-such-dir" / "r.html")))
     assert err.value.exit_status == 2
     assert str(tmp_path / "no-such-dir" / "r.html") in str(err.value)
+
+
+# --- through the command line --------------------------------------------------------------
+
+CONFIG = """\
+database:
+  url: sqlite:///syncd.db
+ultimo:
+  base_url: http://127.0.0.1:9/api/V1
+  api_key: not-a-real-key
+  timezone: Europe/Amsterdam
+calendar:
+  ews:
+    endpoint: http://127.0.0.1:9/EWS/Exchange.asmx
+    auth: basic
+    username: svc@example.com
+    password: not-a-real-password
+rooms:
+  - mailbox: room.c25@example.com
+    space_id: C-25
+applicants:
+  default: ULTIMO
+"""
+
+
+def test_cli_list_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from syncd.cli import main
+    from syncd.db import open_database, session_factory
+
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    base = ["--config", str(config), "conflicts"]
+    assert main([*base, "list"]) == 0
+    assert capsys.readouterr().out == "No open conflicts.\n"
+
+    # The relative SQLite path is next to the configuration file.
+    engine = open_database(SimpleNamespace(database=SimpleNamespace(url=f"sqlite:///{tmp_path / 'syncd.db'}")))
+    with session_factory(engine)() as s:
+        add(s, subject="<b>Quarterly</b> & more", now=datetime.now(UTC))
+    engine.dispose()
+
+    target = tmp_path / "report.html"
+    assert main([*base, "export", "--format", "html", "--output", str(target), "--since", "2000-01-01"]) == 0
+    assert "Wrote 1 conflict to" in capsys.readouterr().err
+    assert "&lt;b&gt;Quarterly&lt;/b&gt; &amp; more" in target.read_text(encoding="utf-8")
+
+    # An unwritable report path: one line, status 2, the old report untouched.
+    bad = tmp_path / "missing" / "report.csv"
+    assert main([*base, "export", "--format", "csv", "--output", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the report to" in err[0] and str(bad) in err[0]
+    assert main([*base, "export", "--format", "json", "--since", "2999-01-01"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
