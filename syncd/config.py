@@ -24,8 +24,18 @@ class DatabaseConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", v):
+        m = re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://([^/?#]*)", v)
+        if not m:
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        scheme, driver, authority = m.group(1), (m.group(2) or "")[1:], m.group(3)
+        if scheme == "sqlite":
+            if driver not in ("", "pysqlite"):
+                raise ValueError(f"unsupported SQLite driver {driver!r}; use sqlite:///")
+            if authority:
+                # sqlite://name.db parses "name.db" as a host and opens nothing.
+                raise ValueError("a SQLite URL has three slashes: sqlite:///relative.db or sqlite:////absolute.db")
+        elif driver not in ("", "psycopg"):
+            raise ValueError(f"unsupported PostgreSQL driver {driver!r}; use postgresql+psycopg://")
         return v
 
 
@@ -187,15 +197,21 @@ class Config(_Strict):
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
 
-    @model_validator(mode="after")
-    def _unique_rooms(self) -> Config:
-        seen_m: set[str] = set()
-        seen_s: set[str] = set()
-        for r in self.rooms:
+    # A field validator (not a model one) so the problem is reported at `rooms` even
+    # when other sections have errors too.
+    @field_validator("rooms")
+    @classmethod
+    def _unique_rooms(cls, rooms: list[RoomConfig]) -> list[RoomConfig]:
+        seen_m: dict[str, int] = {}
+        seen_s: dict[str, int] = {}
+        problems = []
+        for i, r in enumerate(rooms):
             if r.mailbox.lower() in seen_m:
-                raise ValueError(f"room {r.mailbox} listed twice")
+                problems.append(f"room {r.mailbox} listed twice (rooms[{seen_m[r.mailbox.lower()]}] and rooms[{i}])")
             if r.space_id in seen_s:
-                raise ValueError(f"space_id {r.space_id} listed twice")
-            seen_m.add(r.mailbox.lower())
-            seen_s.add(r.space_id)
-        return self
+                problems.append(f"space_id {r.space_id} listed twice (rooms[{seen_s[r.space_id]}] and rooms[{i}])")
+            seen_m.setdefault(r.mailbox.lower(), i)
+            seen_s.setdefault(r.space_id, i)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return rooms
