@@ -24,12 +24,13 @@ from zoneinfo import ZoneInfo
 import requests
 from exchangelib import DELEGATE, IMPERSONATION, Account, CalendarItem, EWSTimeZone
 from exchangelib import errors as ex
-from exchangelib.folders import Calendar, FolderCollection
-from exchangelib.folders.collections import SyncCompleted
-from exchangelib.items import SEND_ONLY, SEND_TO_NONE
+from exchangelib.folders import Calendar
+from exchangelib.items import ID_ONLY, SEND_ONLY, SEND_TO_NONE
 from exchangelib.items.calendar_item import DeclineItem
 from exchangelib.properties import ReferenceItemId
-from exchangelib.services import UpdateItem
+from exchangelib.services import SyncFolderItems, UpdateItem
+from exchangelib.services.common import EWSService
+from exchangelib.util import MNS
 from oauthlib.oauth2 import OAuth2Error
 
 from syncd.config import EwsConfig
@@ -67,8 +68,15 @@ _MAILBOX_ERRORS = {
 }
 
 
-class _Retry(Exception):
-    """Raised inside an operation to ask for another attempt (after a reconnect)."""
+class _SyncFolderItems(SyncFolderItems):
+    """exchangelib 5.6.0 reads SyncState before looking at ResponseClass, so an error answer
+    without one (ErrorInvalidSyncStateData) surfaces as an AttributeError; this lets the
+    error itself be raised."""
+
+    def _get_element_container(self, message, name=None):  # type: ignore[no-untyped-def]
+        if message.get("ResponseClass") != "Success" and message.find(f"{{{MNS}}}SyncState") is None:
+            return EWSService._get_element_container(self, message, name=name)
+        return super()._get_element_container(message, name=name)
 
 
 class EwsCalendar:
@@ -277,19 +285,22 @@ class EwsCalendar:
         return [to_event(_raise_if_error(i), self._zone) for i in items]
 
     def _sync(self, calendar: Calendar, state: str | None) -> tuple[int, str]:
-        """(number of item changes, new state) since `state`, every page consumed."""
+        """(number of item changes, new state) since `state`, every page consumed, ids only."""
+        service = _SyncFolderItems(account=calendar.account)
         count = 0
-        changes = FolderCollection(account=calendar.account, folders=[calendar]).sync_items(
-            sync_state=state, only_fields=[], max_changes_returned=SYNC_PAGE)
-        try:
+        while True:
+            changes = service.call(folder=calendar, shape=ID_ONLY, additional_fields=set(), sync_state=state,
+                                   ignore=None, max_changes_returned=SYNC_PAGE, sync_scope=None)
             for change in changes:
                 if isinstance(change, Exception):
                     raise change
                 if change[0] != "read_flag_change":
                     count += 1
-        except SyncCompleted as done:
-            return count, done.sync_state
-        raise CalendarProtocolError("SyncFolderItems ended without a sync state")
+            if not service.sync_state:
+                raise CalendarProtocolError("SyncFolderItems answered without a sync state")
+            if service.includes_last_item_in_range or service.sync_state == state:
+                return count, service.sync_state
+            state = service.sync_state
 
     def _get(self, mailbox: str, item_id: str) -> Event | None:
         calendar = self._calendar(mailbox)
