@@ -44,7 +44,16 @@ from syncd.errors import (
     StaleChangeKey,
 )
 from syncd.ews_connect import HttpStatusError, connect, forget
-from syncd.ews_convert import READ_FIELDS, STAMP_FIELD, halves, in_window, split_window, to_event, to_ews
+from syncd.ews_convert import (
+    READ_FIELDS,
+    STAMP_FIELD,
+    halves,
+    in_window,
+    split_window,
+    to_event,
+    to_ews,
+    write_zone,
+)
 from syncd.logs import get_logger
 from syncd.model import Event, EventRef, NewEvent, SyncCheck, TimeWindow, utc
 
@@ -158,9 +167,10 @@ class EwsCalendar:
                 if existing:
                     log.info("ews_create_took_effect", mailbox=mailbox, stamp=event.stamp)
                     return EventRef(existing[0].item_id, existing[0].change_key)
+            tz = write_zone(event.start, event.end, self._tz)
             item = CalendarItem(
                 account=calendar.account, folder=calendar, subject=event.subject,
-                start=to_ews(event.start, self._tz), end=to_ews(event.end, self._tz),
+                start=to_ews(event.start, tz), end=to_ews(event.end, tz),
                 is_all_day=False, legacy_free_busy_status="Busy", reminder_is_set=False,
                 body=event.body or None, **{STAMP_FIELD: event.stamp},
             )
@@ -177,8 +187,10 @@ class EwsCalendar:
 
         def op(attempt: int) -> EventRef:
             calendar = self._calendar(mailbox)
+            tz = write_zone(start, end, self._tz)
             item = CalendarItem(account=calendar.account, folder=calendar, id=item_id, changekey=change_key,
-                                start=to_ews(start, self._tz), end=to_ews(end, self._tz))
+                                start=to_ews(start, tz), end=to_ews(end, tz))
+            item._start_timezone = item._end_timezone = tz
             try:
                 new_id, new_key = UpdateItem(account=calendar.account).get(
                     items=[(item, ["start", "end"])], conflict_resolution="NeverOverwrite",
@@ -332,8 +344,7 @@ class EwsCalendar:
                 # A 401 after earlier successes may be a lost NTLM session or an expired
                 # token: one fresh connection, then it is the credentials.
                 if self._authenticated and not auth_retried:
-                    auth_retried = True
-                    self._protocol.close()
+                    auth_retried = True   # exchangelib has already retired the session
                     continue
                 raise CalendarAuthError(f"EWS at {self._cfg.endpoint} refused the credentials of {self._who}") from e
             except Exception as e:
@@ -346,8 +357,7 @@ class EwsCalendar:
                 wait = RECONNECT_FIRST_WAIT * 2**attempt
                 log.warning("ews_reconnect", mailbox=mailbox, op=what, attempt=attempt + 1, wait=wait,
                             error=_brief(e))
-                self._protocol.close()
-                self._sleep(wait)
+                self._sleep(wait)   # the failed session was retired; the next attempt opens a new one
                 attempt += 1
                 continue
             self._authenticated = True

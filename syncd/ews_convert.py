@@ -79,6 +79,18 @@ def to_ews(value: datetime, tz: EWSTimeZone) -> EWSDateTime:
                        local.microsecond, tzinfo=tz, fold=local.fold)
 
 
+def write_zone(start: datetime, end: datetime, tz: EWSTimeZone) -> EWSTimeZone:
+    """The zone to write an event's times in: `tz`, or UTC when a time falls in the
+    repeated hour of a DST change. exchangelib loses `fold` there: it converts update
+    values with EWSTimeZone, and compares start and end by wall-clock time."""
+    zone = ZoneInfo(tz.key)
+    for value in (start, end):
+        local = value.astimezone(zone)
+        if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
+            return EWSTimeZone("UTC")
+    return tz
+
+
 def _midnight_utc(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=ZoneInfo(tz.key)).astimezone(UTC)
 
