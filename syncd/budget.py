@@ -14,12 +14,24 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from syncd.errors import BudgetExhausted, DatabaseError
 from syncd.schema import UltimoBudget
+
+
+class CallBudget(Protocol):
+    """What UltimoClient spends every attempt from: DailyBudget, or anything that wraps it
+    (the service's pacer). `spend` raises BudgetExhausted when the call may not be made."""
+
+    def spend(self, n: int = 1) -> None: ...
+
+    def spent_today(self) -> int: ...
+
+    def remaining(self) -> int: ...
 
 
 class RateLimiter:

@@ -16,7 +16,8 @@ daily budget before it is sent. How answers map to syncd.errors:
     404 ...................... UltimoNotFound
     429 / 413 ................ retried, then UltimoQuotaExceeded
     5xx, timeout, dropped .... retried, then UltimoTransient
-    refused, DNS, TLS ........ retried, then UltimoUnreachable
+    refused, DNS ............. retried, then UltimoUnreachable
+    certificate refused ...... UltimoUnreachable at once
     not JSON / wrong shape ... UltimoProtocolError
     create sent, no answer ... UltimoOutcomeUnknown (not retried: see below)
 
@@ -43,7 +44,7 @@ import structlog
 
 from syncd import __version__
 from syncd import ultimo_wire as wire
-from syncd.budget import DailyBudget, RateLimiter
+from syncd.budget import CallBudget, DailyBudget, RateLimiter
 from syncd.config import UltimoConfig
 from syncd.errors import (
     ConfigError,
@@ -86,7 +87,7 @@ class UltimoClient:
         self,
         cfg: UltimoConfig,
         *,
-        budget: DailyBudget | None = None,
+        budget: CallBudget | None = None,
         limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -96,7 +97,7 @@ class UltimoClient:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.cfg = cfg
-        self.budget = budget if budget is not None else DailyBudget(None, cfg.daily_call_budget)
+        self.budget: CallBudget = budget if budget is not None else DailyBudget(None, cfg.daily_call_budget)
         self.limiter = limiter if limiter is not None else RateLimiter(cfg.calls_per_10s, 10.0)
         self.calls = 0
         self._sleep = sleep
@@ -216,12 +217,14 @@ class UltimoClient:
 
     def _transport_error(self, workflow: str, url: str, exc: httpx.HTTPError) -> Exception:
         where = self.cfg.base_url
+        reason = self._scrub(str(exc)) or type(exc).__name__
+        if isinstance(exc, httpx.TransportError) and "certificate" in reason.casefold():
+            # Either side refused the other's certificate: retrying will not fix that.
+            return UltimoUnreachable(
+                f"TLS with Ultimo at {where} failed: {reason} (check ultimo.verify_tls, client_cert, client_key)"
+            )
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            reason = self._scrub(str(exc)) or type(exc).__name__
-            error = UltimoUnreachable(f"cannot reach Ultimo at {where}: {reason}")
-            if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate" in reason.casefold():
-                return error   # retrying will not fix a certificate
-            return _Retry(error, sent=False)
+            return _Retry(UltimoUnreachable(f"cannot reach Ultimo at {where}: {reason}"), sent=False)
         if isinstance(exc, httpx.PoolTimeout):
             return _Retry(UltimoTransient(f"no free connection to Ultimo for {workflow}"), sent=False)
         if isinstance(exc, httpx.TimeoutException):
@@ -229,7 +232,6 @@ class UltimoClient:
                 UltimoTransient(f"Ultimo did not answer {workflow} within {self.cfg.timeout_seconds:g} s"), sent=True
             )
         if isinstance(exc, httpx.TransportError):
-            reason = self._scrub(str(exc)) or type(exc).__name__
             return _Retry(UltimoTransient(f"connection to Ultimo lost during {workflow}: {reason}"), sent=True)
         return UltimoProtocolError(f"Ultimo call {workflow} failed: {type(exc).__name__}")
 

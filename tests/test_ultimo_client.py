@@ -667,3 +667,93 @@ def test_ids_stay_strings():
 ])
 def test_error_bodies(body, expected):
     assert wire.parse_error(body) == expected
+
+
+# --- mTLS (the api- host with client certificates) ------------------------------------------------
+
+
+def _pki(folder):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    cryptography = pytest.importorskip("cryptography")
+    del cryptography
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def issue(name, issuer_name, issuer_key, *, ca=False, san=None, usage=None):
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        cert = builder.sign(issuer_key or key, hashes.SHA256())
+        return key, cert
+
+    def write(stem, key, cert):
+        (folder / f"{stem}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return str(folder / f"{stem}.pem"), str(folder / f"{stem}.key")
+
+    ca_key, ca_cert = issue("syncd test CA", None, None, ca=True)
+    server = issue("127.0.0.1", ca_cert.subject, ca_key, san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+                   usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    client = issue("syncd", ca_cert.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    return {"ca": write("ca", ca_key, ca_cert)[0], "server": write("server", *server),
+            "client": write("client", *client)}
+
+
+@pytest.fixture
+def mtls_sandbox(tmp_path):
+    import ssl
+
+    files = _pki(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=files["ca"])
+    context.load_cert_chain(*files["server"])
+    context.verify_mode = ssl.CERT_REQUIRED          # no client certificate, no connection
+    with UltimoSandbox(api_keys=(KEY,), ssl_context=context) as sb:
+        sb.add_space("C-25")
+        yield sb, files
+
+
+def test_mtls_with_the_client_certificate(mtls_sandbox):
+    sandbox, files = mtls_sandbox
+    assert sandbox.url.startswith("https://127.0.0.1:")
+    cert, key = files["client"]
+    with UltimoClient(config(sandbox.url, client_cert=cert, client_key=key, verify_tls=files["ca"])) as client:
+        client.create_reservation(new(at(10), at(11)))
+        assert len(client.get_reservations("C-25", window())) == 1
+
+
+def test_mtls_without_a_client_certificate_fails(mtls_sandbox):
+    sandbox, files = mtls_sandbox
+    with UltimoClient(config(sandbox.url, verify_tls=files["ca"]), sleep=Waits()) as client, \
+            pytest.raises(UltimoUnreachable, match="certificate") as caught:
+        client.get_reservations("C-25", window())
+    assert "client_cert" in str(caught.value)
+    assert sandbox.calls() == 0 and client.calls == 1      # not retried: it cannot get better
+
+
+def test_an_untrusted_server_certificate_is_unreachable_without_retries(mtls_sandbox):
+    sandbox, files = mtls_sandbox
+    cert, key = files["client"]
+    waits = Waits()
+    with UltimoClient(config(sandbox.url, client_cert=cert, client_key=key), sleep=waits) as client, \
+            pytest.raises(UltimoUnreachable, match="certificate"):
+        client.get_reservations("C-25", window())
+    assert client.calls == 1 and waits == []

@@ -9,9 +9,10 @@ Usage::
     server.url                                    # "http://127.0.0.1:<port>"
     server.stop()
 
-`LoopbackServer(handler, host="127.0.0.1", port=0)`: `start()` returns self, `stop()`
-closes the listening socket and every open connection, `port`, `url`; usable as a
-context manager. Subclasses may override `handle(request)` instead of passing a handler.
+`LoopbackServer(handler, host="127.0.0.1", port=0, ssl_context=None)`: `start()` returns
+self, `stop()` closes the listening socket and every open connection, `port`, `url`
+(https when given a server-side SSLContext, e.g. one requiring client certificates);
+usable as a context manager. Subclasses may override `handle(request)` instead of passing a handler.
 
 The handler gets a `Request` (method, path, query, headers — case-insensitive —, body)
 and returns a `Response`. Faults are ordinary responses:
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,6 +167,22 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     owner: LoopbackServer
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        # The TLS handshake runs here, in the connection's own thread, so one slow or
+        # failing client cannot hold up the accept loop.
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except OSError:
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away (timeouts, dropped connections) is normal in the tests.
@@ -244,8 +262,10 @@ class LoopbackServer:
         handler: Callable[[Request], Response] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._handler = handler
+        self.ssl_context = ssl_context
         self.host = host
         self._requested_port = port
         self._server: _Server | None = None
@@ -267,6 +287,7 @@ class LoopbackServer:
         self._stopping.clear()
         server = _Server((self.host, self._requested_port), _Handler)
         server.owner = self
+        server.ssl_context = self.ssl_context
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -304,7 +325,8 @@ class LoopbackServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def running(self) -> bool:

@@ -29,6 +29,7 @@ Switches for the documented variants the client must read: `lowercase_create`,
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -126,8 +127,9 @@ class UltimoSandbox(LoopbackServer):
         clock: Callable[[], datetime] | None = None,
         daily_limit: int = 10_000,
         employees: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, ssl_context=ssl_context)
         self.api_keys = tuple(api_keys)
         self.zone = ZoneInfo(timezone)
         self.rate_limit = rate_limit
