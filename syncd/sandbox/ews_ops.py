@@ -526,7 +526,10 @@ def sync_folder_items(op: ET.Element, ctx: Context) -> ET.Element:
         limit = max(1, min(512, int(op.findtext(m("MaxChangesReturned")) or 100)))
         changes = store.changes_since(mailbox, since) if name == "calendar" else []
     except StoreError as err:
-        response_message(msgs, "SyncFolderItems", err.code, err.message)
+        # Exchange keeps the (empty) sync elements in error answers; exchangelib reads SyncState first.
+        msg = response_message(msgs, "SyncFolderItems", err.code, err.message)
+        sub(msg, m("SyncState"), "")
+        sub(msg, m("IncludesLastItemInRange"), "true")
         return resp
     truncated = len(changes) > limit
     page = changes[:limit]
