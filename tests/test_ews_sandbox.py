@@ -505,3 +505,42 @@ def test_book_rejects_naive_datetimes(ews: EwsSandbox) -> None:
         ews.book(ROOM, subject="x", start=datetime(2025, 3, 3, 9), end=datetime(2025, 3, 3, 10))
     with pytest.raises(KeyError):
         ews.book("ghost@example.com", subject="x", start=at(3, 3, 9), end=at(3, 3, 10))
+
+
+def test_renaming_a_master_keeps_its_exceptions(ews: EwsSandbox) -> None:
+    master = ews.book(ROOM, subject="Weekly", start=at(3, 3, 9), end=at(3, 3, 10),
+                      recurrence=Recurrence("weekly", count=3))
+    ews.move_occurrence(ROOM, master, at(3, 10, 9), at(3, 10, 12), at(3, 10, 13))
+    ews.cancel_occurrence(ROOM, master, at(3, 17, 9))
+    cal = account(ews).calendar
+    [item] = list(cal.filter(subject="Weekly"))
+    item.subject = "Weekly (renamed)"
+    item.save(update_fields=["subject"], conflict_resolution="NeverOverwrite")
+    view = ews.occurrences(ROOM, at(3, 1, 0), at(3, 31, 0))
+    assert [(v["subject"], v["start"]) for v in view] == [
+        ("Weekly (renamed)", at(3, 3, 9)), ("Weekly (renamed)", at(3, 10, 12))]
+
+
+def test_folders_by_issued_id_accept_and_move_to_trash(ews: EwsSandbox) -> None:
+    ews.book(ROOM, subject="Keep", start=at(3, 10, 9), end=at(3, 10, 10))
+    ews.book(ROOM, subject="Trash", start=at(3, 10, 11), end=at(3, 10, 12))
+    cal = account(ews).calendar
+    before = ews.calls(ROOM, "GetFolder")
+    cal.refresh()  # GetFolder by the FolderId the sandbox issued
+    assert ews.calls(ROOM, "GetFolder") == before + 1 and cal.name == "Calendar" and cal.total_count == 2
+    got = {i.subject: i for i in cal.view(start=at(3, 10, 0), end=at(3, 11, 0))}
+    got["Keep"].accept(body="See you")
+    assert ews.items(ROOM)[0]["my_response_type"] == "Accept" and ews.declines(ROOM) == []
+    got["Trash"].move_to_trash()
+    assert [i["subject"] for i in ews.items(ROOM)] == ["Keep"]
+
+
+def test_basic_only_sandbox_offers_basic_only() -> None:
+    with EwsSandbox(users={USER: PASSWORD}, auth="basic") as ews:
+        host, port = ews.url.split("//")[1].split("/")[0].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("POST", "/EWS/Exchange.asmx", body=(TRAFFIC / "00_ConvertId.xml").read_bytes())
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 401 and resp.getheader("WWW-Authenticate") == 'Basic realm="127.0.0.1"'

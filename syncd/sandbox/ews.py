@@ -18,20 +18,21 @@ CalendarView includes items that end exactly at the window start, as real EWS do
 
 from __future__ import annotations
 
-import base64
-import binascii
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from . import ntlm
-from .ews_ops import OPERATIONS, Context, UnsupportedOperation, first_mailbox
+from .ews_auth import Authenticator
+from .ews_ops import Context, UnsupportedOperation, first_mailbox
+from .ews_read import convert_id, find_item, get_folder, get_item, sync_folder_items
 from .ews_soap import S, T, envelope, fault
 from .ews_store import Item, Occurrence, Recurrence, Store, StoreError, decode_id, iana_zone
+from .ews_write import create_item, delete_item, update_item
 from .httpbase import LoopbackServer, Request, Response
 
 __all__ = ["EwsSandbox", "Recurrence"]
@@ -39,6 +40,16 @@ __all__ = ["EwsSandbox", "Recurrence"]
 EWS_PATH = "/EWS/Exchange.asmx"
 FAULT_KINDS = ("server_busy", "http503", "http401", "drop")
 _XML = "text/xml; charset=utf-8"
+OPERATIONS: dict[str, Callable[[ET.Element, Context], ET.Element]] = {
+    "ConvertId": convert_id,
+    "GetFolder": get_folder,
+    "FindItem": find_item,
+    "GetItem": get_item,
+    "CreateItem": create_item,
+    "UpdateItem": update_item,
+    "DeleteItem": delete_item,
+    "SyncFolderItems": sync_folder_items,
+}
 
 
 @dataclass
@@ -65,13 +76,12 @@ class EwsSandbox:
         if auth not in ("basic", "ntlm", "any"):
             raise ValueError(f"auth must be basic, ntlm or any, not {auth!r}")
         self.auth = auth
-        self.users = None if users is None else {k.lower(): v for k, v in users.items()}
+        self._auth = Authenticator(auth, users)
         self.zone = ZoneInfo(timezone)
         self.store = Store(self.zone)
         self.journal: list[tuple[float, str | None, str]] = []
         self._lock = threading.RLock()
         self._faults: list[_Fault] = []
-        self._challenges: dict[tuple[str, int], bytes] = {}
         self._server = LoopbackServer(self._handle, host=host, port=port)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -253,7 +263,7 @@ class EwsSandbox:
             return Response(404, b"Not Found", "text/plain; charset=utf-8")
         if request.method != "POST":
             return Response(405, b"Method Not Allowed", "text/plain; charset=utf-8", headers={"Allow": "POST"})
-        denied = self._authenticate(request)
+        denied = self._auth.check(request)
         if denied is not None:
             return denied
         try:
@@ -302,66 +312,8 @@ class EwsSandbox:
         if item.kind == "http503":
             return Response(503, b"<html><body>Service Unavailable</body></html>", "text/html; charset=utf-8")
         if item.kind == "http401":
-            return self._unauthorized()
+            return self._auth.unauthorized()
         return Response(drop=True)
-
-    # --- authentication -------------------------------------------------------------------
-
-    def _offer(self) -> str:
-        basic = 'Basic realm="127.0.0.1"'
-        return {"basic": basic, "ntlm": "NTLM", "any": f"NTLM, {basic}"}[self.auth]
-
-    def _unauthorized(self, challenge: str | None = None) -> Response:
-        return Response(
-            401, b"401 - Unauthorized: Access is denied due to invalid credentials.", "text/plain; charset=utf-8",
-            headers={"WWW-Authenticate": challenge or self._offer()},
-        )
-
-    def _known(self, names: list[str]) -> str | None:
-        if self.users is None:
-            return names[0] if names and names[0] else None
-        return next((n for n in names if n.lower() in self.users), None)
-
-    def _authenticate(self, request: Request) -> Response | None:
-        """None when the request carries acceptable credentials, else the 401 to send."""
-        scheme, _, token = (request.header("Authorization") or "").strip().partition(" ")
-        scheme = scheme.lower()
-        try:
-            raw = base64.b64decode(token.strip().encode(), validate=True)
-        except (binascii.Error, ValueError):
-            return self._unauthorized()
-        if scheme == "basic" and self.auth in ("basic", "any"):
-            user, sep, password = raw.decode("utf-8", "replace").partition(":")
-            known = self._known([user])
-            if sep and known and (self.users is None or self.users[known.lower()] == password):
-                return None
-            return self._unauthorized()
-        if scheme == "ntlm" and self.auth in ("ntlm", "any"):
-            kind = ntlm.message_type(raw)
-            if kind == 1:
-                message, challenge = ntlm.challenge_message(raw)
-                with self._lock:
-                    self._challenges[request.client] = challenge
-                return self._unauthorized("NTLM " + base64.b64encode(message).decode())
-            if kind == 3:
-                with self._lock:
-                    challenge = self._challenges.pop(request.client, None)
-                if challenge is not None and self._ntlm_ok(raw, challenge):
-                    return None
-        return self._unauthorized()
-
-    def _ntlm_ok(self, token: bytes, challenge: bytes) -> bool:
-        try:
-            auth = ntlm.parse_authenticate(token)
-        except ValueError:
-            return False
-        names = [f"{auth.domain}\\{auth.user}", auth.user] if auth.domain else [auth.user]
-        known = self._known(names)
-        if known is None:
-            return False
-        if self.users is None:
-            return True
-        return ntlm.verify_ntlmv2(auth, self.users[known.lower()], challenge)
 
 
 def _impersonated(header: ET.Element | None) -> str | None:
