@@ -544,3 +544,12 @@ def test_basic_only_sandbox_offers_basic_only() -> None:
         resp.read()
         conn.close()
         assert resp.status == 401 and resp.getheader("WWW-Authenticate") == 'Basic realm="127.0.0.1"'
+
+
+def test_declining_an_outdated_meeting_is_refused(ews: EwsSandbox) -> None:
+    item_id = ews.book(ROOM, subject="Moving", start=at(3, 10, 9), end=at(3, 10, 10))
+    [item] = list(account(ews).calendar.view(start=at(3, 10, 0), end=at(3, 11, 0)))
+    ews.move(ROOM, item_id, at(3, 10, 11), at(3, 10, 12))
+    with pytest.raises(exchangelib.errors.ErrorStaleObject):
+        item.decline(body="Too late")
+    assert ews.declines(ROOM) == [] and len(ews.items(ROOM)) == 1

@@ -48,7 +48,12 @@ def create_item(op: ET.Element, ctx: Context) -> ET.Element:
                 ref = elem.find(t("ReferenceItemId"))
                 if ref is None:
                     raise StoreError("ErrorInvalidReferenceItem", "ReferenceItemId is missing.")
-                _respond(name, store.resolve(ref.get("Id", "")), elem.findtext(t("Body")) or "", ctx)
+                target = store.resolve(ref.get("Id", ""))
+                sent_key = ref.get("ChangeKey")
+                if sent_key and sent_key != target.change_key:
+                    # Answering an outdated version of a meeting is refused, as Exchange does.
+                    raise StoreError("ErrorStaleObject", "The item has been changed since it was read.")
+                _respond(name, target, elem.findtext(t("Body")) or "", ctx)
                 sub(response_message(msgs, "CreateItem"), m("Items"))
             else:
                 raise StoreError("ErrorInvalidItemForOperation", f"The sandbox cannot create {name} items.")
