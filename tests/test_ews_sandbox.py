@@ -553,3 +553,19 @@ def test_declining_an_outdated_meeting_is_refused(ews: EwsSandbox) -> None:
     with pytest.raises(exchangelib.errors.ErrorStaleObject):
         item.decline(body="Too late")
     assert ews.declines(ROOM) == [] and len(ews.items(ROOM)) == 1
+
+
+def test_truncated_sync_pages_never_update_before_create(ews: EwsSandbox) -> None:
+    cal = account(ews).calendar
+    list(cal.sync_items(only_fields=["subject"]))
+    state = cal.item_sync_state
+    first = ews.book(ROOM, subject="a", start=at(3, 3, 9), end=at(3, 3, 10))
+    second = ews.book(ROOM, subject="b", start=at(3, 3, 11), end=at(3, 3, 12))
+    ews.rename(ROOM, first, "a2")  # written after `second` was created
+    pages = [(kind, item.id) for kind, item in
+             cal.sync_items(sync_state=state, only_fields=["subject"], max_changes_returned=1)]
+    first_seen: dict[str, str] = {}
+    for kind, item_id in pages:
+        first_seen.setdefault(item_id, kind)
+    assert first_seen == {first: "create", second: "create"}  # a client never sees an unknown item updated
+    assert list(cal.sync_items(sync_state=cal.item_sync_state, only_fields=["subject"])) == []

@@ -122,6 +122,7 @@ class Item:
     deleted: set[datetime] = field(default_factory=set)
     declined_occurrences: list[datetime] = field(default_factory=list)
     removed: bool = False
+    history: list[int] = field(default_factory=list)  # the sequence number of every write
     declined_to: str | None = None
 
     @property

@@ -197,10 +197,10 @@ def sync_folder_items(op: ET.Element, ctx: Context) -> ET.Element:
     truncated = len(changes) > limit
     page = changes[:limit]
     msg = response_message(msgs, "SyncFolderItems")
-    sub(msg, m("SyncState"), _state(page[-1][1].seq if truncated else store.seq))
+    sub(msg, m("SyncState"), _state(changes[limit][0] - 1 if truncated else store.seq))
     sub(msg, m("IncludesLastItemInRange"), "false" if truncated else "true")
     out = sub(msg, m("Changes"))
-    for kind, item in page:
+    for _, kind, item in page:
         change = sub(out, t(kind))
         if kind == "Delete":
             sub(change, t("ItemId"), Id=item.id, ChangeKey=change_key(item.seq))

@@ -185,6 +185,7 @@ class Store:
             modified=now,
             seq=seq,
             created_seq=seq,
+            history=[seq],
             **fields,  # type: ignore[arg-type]
         )
         if item.recurrence is not None:
@@ -289,6 +290,7 @@ class Store:
     def touch(self, item: Item) -> None:
         """Give `item` a new change key and log the change for SyncFolderItems."""
         item.seq = self.next_seq()
+        item.history.append(item.seq)
         item.modified = datetime.now(UTC).replace(microsecond=0)
 
     def touch_occurrence(self, occ: Occurrence) -> Override:
@@ -315,6 +317,7 @@ class Store:
         items.pop(item.key, None)
         item.removed = True
         item.seq = self.next_seq()
+        item.history.append(item.seq)
         self.tombstones[item.mailbox][item.key] = item
 
     def delete_occurrence(self, occ: Occurrence) -> None:
@@ -341,19 +344,27 @@ class Store:
 
     # --- sync -------------------------------------------------------------------------
 
-    def changes_since(self, mailbox: str, since: int | None) -> list[tuple[str, Item]]:
-        """One (Create|Update|Delete, item) per item changed after sequence `since`, oldest change
-        first; with `since` None every live item as a Create."""
-        items = self.mailbox(mailbox)
-        if since is None:
-            live = sorted(items.values(), key=lambda i: i.seq)
-            return [("Create", i) for i in live]
-        out: list[tuple[str, Item]] = []
-        for item in items.values():
-            if item.seq > since:
-                out.append(("Create" if item.created_seq > since else "Update", item))
-        for item in self.tombstones.get(mailbox.lower(), {}).values():
-            if item.seq > since and item.created_seq <= since:
-                out.append(("Delete", item))
-        out.sort(key=lambda pair: pair[1].seq)
+    def changes_since(self, mailbox: str, since: int | None) -> list[tuple[int, str, Item]]:
+        """One (first change, Create|Update|Delete, item) per item written after sequence `since`
+        (None: the start), ordered by each item's first write after `since`.
+
+        A client holding state `since` knows every item as it was then, so an item is a Create
+        if it did not exist then, a Delete if it existed then and is gone now, an Update otherwise.
+        Ordering by the first write lets a page cut at the next entry's first write minus one
+        stand for a consistent state: every item written up to the cut is in the page."""
+        base = since or 0
+        self.mailbox(mailbox)
+        out: list[tuple[int, str, Item]] = []
+        candidates = [*self.mailboxes[mailbox.lower()].values(), *self.tombstones[mailbox.lower()].values()]
+        for item in candidates:
+            later = [s for s in item.history if s > base]
+            if not later:
+                continue
+            existed = item.created_seq <= base
+            if item.removed:
+                if existed:
+                    out.append((later[0], "Delete", item))
+            else:
+                out.append((later[0], "Update" if existed else "Create", item))
+        out.sort(key=lambda entry: entry[0])
         return out
