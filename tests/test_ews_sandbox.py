@@ -42,7 +42,7 @@ from exchangelib.errors import (
     ErrorServerBusy,
     UnauthorizedError,
 )
-from exchangelib.services import CreateItem, GetItem, UpdateItem
+from exchangelib.services import ConvertId, CreateItem, GetItem, SyncFolderItems, UpdateItem
 
 from syncd.sandbox.ews import EwsSandbox, Recurrence
 
@@ -194,7 +194,11 @@ def test_replayed_traffic_against_a_seeded_item(ews: EwsSandbox) -> None:
                                                                 at(3, 10, 12))
     assert codes(replay("17_DeleteItem.xml"), "DeleteItem") == ["NoError"]
     assert all(i["id"] != item_id for i in ews.items(ROOM))
-    assert codes(replay("13_SyncFolderItems.xml"), "SyncFolderItems") == ["NoError"]
+    synced = list(SyncFolderItems(account=acc).parse(replay("13_SyncFolderItems.xml")))
+    assert [(kind, item.subject) for kind, item in synced] == [("create", "Ultimo booking 42")]
+    assert getattr(synced[0][1], FIELD) == "ULT-42"
+    probe = list(ConvertId(protocol=acc.protocol).parse(replay("00_ConvertId.xml")))
+    assert isinstance(probe[0], exchangelib.errors.ErrorInvalidIdMalformed)
 
 
 def test_unauthenticated_probe_and_wrong_password_get_401(ews: EwsSandbox) -> None:

@@ -293,6 +293,8 @@ class EwsSandbox:
                 return Response(500, fault("ErrorInvalidRequest", f"Not supported by the sandbox: {exc}"), _XML)
             except (ValueError, KeyError) as exc:
                 return Response(500, fault("ErrorSchemaValidation", f"The request is invalid: {exc}"), _XML)
+            except Exception as exc:  # noqa: BLE001 - a sandbox bug still answers in SOAP, named
+                return Response(500, fault("ErrorInternalServerError", f"Sandbox failure: {exc!r}"), _XML)
         return Response(200, envelope(answer), _XML)
 
     def _take_fault(self, op: str, mailbox: str | None) -> Response | None:

@@ -189,11 +189,11 @@ class Store:
             **fields,  # type: ignore[arg-type]
         )
         if item.recurrence is not None:
-            self._snap_master(item)
+            self.snap_master(item)
         items[key] = item
         return item
 
-    def _snap_master(self, item: Item) -> None:
+    def snap_master(self, item: Item) -> None:
         """Move a master's start/end onto its first occurrence (Exchange does the same)."""
         zone = self.zone_of(item.start_tz)
         duration = item.end - item.start
@@ -339,7 +339,7 @@ class Store:
         if target.recurrence is not None and moved:
             target.overrides.clear()
             target.deleted.clear()
-            self._snap_master(target)
+            self.snap_master(target)
         self.touch(target)
 
     # --- sync -------------------------------------------------------------------------

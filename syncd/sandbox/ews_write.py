@@ -178,6 +178,8 @@ def _apply_updates(target: Item | Occurrence, updates: ET.Element | None, ctx: C
             set_fields["ext"].extend(fields.pop("ext"))  # type: ignore[union-attr]
         set_fields.update(fields)
     start, end = _times(set_fields, target, ctx)
+    if (start or target.start) > (end or target.end):
+        raise StoreError("ErrorCalendarEndDateIsEarlierThanStartDate", "End is earlier than Start.")
     store = ctx.store
     ext: list[ExtProp] = list(set_fields.pop("ext", []))  # type: ignore[call-overload]
     if isinstance(target, Occurrence):
@@ -194,8 +196,6 @@ def _apply_updates(target: Item | Occurrence, updates: ET.Element | None, ctx: C
             for attrs in deleted_ext:
                 merged.pop(ext_key(attrs), None)
             override.ext = merged
-        if override.end < override.start:
-            raise StoreError("ErrorCalendarEndDateIsEarlierThanStartDate", "End is earlier than Start.")
         return
     item = target
     for name in ("subject", "body", "sensitivity", "importance", "reminder_is_set", "reminder_minutes",
@@ -210,8 +210,11 @@ def _apply_updates(target: Item | Occurrence, updates: ET.Element | None, ctx: C
     item.ext.update({p.key: p for p in ext})
     for attrs in deleted_ext:
         item.ext.pop(ext_key(attrs), None)
-    if (start or item.start) > (end or item.end):
-        raise StoreError("ErrorCalendarEndDateIsEarlierThanStartDate", "End is earlier than Start.")
+    if "recurrence" in set_fields and item.recurrence is not None:
+        # A new pattern replaces the series: its exceptions and deletions no longer apply.
+        item.overrides.clear()
+        item.deleted.clear()
+        store.snap_master(item)
     store.set_times(item, start, end)
     if item.is_all_day:
         store.snap_all_day(item)
