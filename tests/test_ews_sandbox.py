@@ -507,8 +507,12 @@ def test_drop_closes_the_connection_without_an_answer(ews: EwsSandbox) -> None:
 def test_book_rejects_naive_datetimes(ews: EwsSandbox) -> None:
     with pytest.raises(ValueError):
         ews.book(ROOM, subject="x", start=datetime(2025, 3, 3, 9), end=datetime(2025, 3, 3, 10))
+    with pytest.raises(ValueError):
+        ews.book(ROOM, subject="x", start=at(3, 3, 10), end=at(3, 3, 9))
     with pytest.raises(KeyError):
         ews.book("ghost@example.com", subject="x", start=at(3, 3, 9), end=at(3, 3, 10))
+    with pytest.raises(KeyError):
+        ews.move(ROOM, "bm90LW91cnM=", at(3, 3, 9), at(3, 3, 10))
 
 
 def test_renaming_a_master_keeps_its_exceptions(ews: EwsSandbox) -> None:

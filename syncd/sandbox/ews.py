@@ -127,7 +127,8 @@ class EwsSandbox:
         timezone: str = "W. Europe Standard Time",
     ) -> str:
         """Put a meeting accepted by the room into its calendar; returns the item (or master) id.
-        Raises ValueError for naive datetimes, KeyError for an unknown mailbox."""
+        Raises ValueError for naive datetimes or an end before the start, KeyError for an unknown
+        mailbox."""
         for value in (start, end):
             if isinstance(value, datetime) and value.tzinfo is None:
                 raise ValueError("book() needs timezone-aware datetimes")
@@ -139,7 +140,9 @@ class EwsSandbox:
                     sensitivity="Private" if private else "Normal", is_all_day=all_day, recurrence=recurrence,
                 )
             except StoreError as err:
-                raise KeyError(err.message) from None
+                if err.code == "ErrorNonExistentMailbox":
+                    raise KeyError(err.message) from None
+                raise ValueError(err.message) from None
             return item.id
 
     def move(self, mailbox: str, item_id: str, start: datetime, end: datetime) -> None:
