@@ -22,6 +22,7 @@ from urllib.parse import quote, quote_plus
 import structlog
 
 MASK = "***"
+MIN_SECRET_LENGTH = 4   # shorter values are not secrets worth the name; they are not masked
 
 # Keys whose value is a secret whatever it holds.
 SECRET_KEYS = frozenset(
@@ -41,9 +42,12 @@ _HEADER_RE = re.compile(
     r"(?i)\b(authorization|proxy-authorization|apikey|api-key|x-api-key|cookie|set-cookie)"
     r"(['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n,}&]+)"
 )
+# Fields as they appear in JSON, a dict's repr or a form body: `"access_token": "..."`,
+# `'password': '...'`, `client_secret=...`. A bare `password: x` is prose (an error
+# message naming the key) and is left alone; configured values are masked regardless.
 _FIELD_RE = re.compile(
     r"(?i)\b(access_token|refresh_token|id_token|client_secret|api_key|password)"
-    r"(['\"]?\s*[:=]\s*['\"]?)([^'\"\s,}&<]+)"
+    r"(\s*=\s*|['\"]\s*:\s*['\"]?)([^'\"\s,}&<]+)"
 )
 # XML elements that carry secrets (SOAP bodies printed at DEBUG).
 _XML_RE = re.compile(r"(?i)(<(?:\w+:)?(?:password|client_secret|access_token)>)([^<]*)(</)")
@@ -55,13 +59,15 @@ _handler: logging.Handler | None = None
 def register_secret(value: object) -> None:
     """Remember a secret string so no log line ever shows it (nor its URL-encoded forms).
 
-    Accepts a str, a pydantic SecretStr, or None (ignored)."""
+    Accepts a str, a pydantic SecretStr, or None (ignored). Values shorter than
+    MIN_SECRET_LENGTH are ignored."""
     if value is None:
         return
     if hasattr(value, "get_secret_value"):
         value = value.get_secret_value()
     text = str(value)
-    if not text:
+    if len(text) < MIN_SECRET_LENGTH:
+        # Masking every "a" or "s" would garble all output and protect nothing.
         return
     _secrets.add(text)
     for variant in (quote(text, safe=""), quote_plus(text)):
