@@ -388,3 +388,81 @@ def test_check_with_a_wrong_api_key_is_3(tmp_path: Path, ultimo_sandbox, monkeyp
     out = capsys.readouterr().out
     assert status == 3, out
     assert "ultimo FAILED" in out and "not-the-key-at-all" not in out
+
+
+# --- `syncd check` end to end: the command line against both sandboxes -------------------
+
+
+@pytest.fixture
+def sandboxes():
+    from syncd.sandbox.ews import EwsSandbox
+    from syncd.sandbox.ultimo import UltimoSandbox
+
+    ultimo = UltimoSandbox(api_keys=(API_KEY,)).start()
+    ews = EwsSandbox(users={"svc@example.com": PASSWORD}, auth="basic").start()
+    for mailbox, space in (("room.c25@example.com", "C-25"), ("room.c26@example.com", "C-26")):
+        ultimo.add_space(space)
+        ews.add_mailbox(mailbox)
+    yield ultimo, ews
+    ews.stop()
+    ultimo.stop()
+
+
+def sandbox_config(folder: Path, ultimo, ews, **changes: Any) -> Path:
+    c = {
+        "ultimo": {**CONFIG["ultimo"], "base_url": ultimo.url, "max_retries": 0},
+        "calendar": {"ews": {**CONFIG["calendar"]["ews"], "endpoint": ews.url, "auth": "basic",
+                             "server_version": "15.1.2507.6"}},
+    }
+    c.update(changes)
+    return write_config(folder, **c)
+
+
+@pytest.mark.slow
+def test_syncd_check_end_to_end(tmp_path: Path, sandboxes, capsys: pytest.CaptureFixture[str]) -> None:
+    ultimo, ews = sandboxes
+    now = datetime.now(UTC)
+    today = check_window(now, "Europe/Amsterdam")
+    ultimo.reserve("C-26", today.start + timedelta(hours=9), today.start + timedelta(hours=10))
+    path = sandbox_config(tmp_path, ultimo, ews)
+    assert main(["--config", str(path), "check"]) == 0
+    out = capsys.readouterr().out
+    assert "room.c25@example.com (C-25): ultimo ok (0 reservations in window), calendar ok" in out
+    assert "room.c26@example.com (C-26): ultimo ok (1 reservation in window), calendar ok" in out
+    assert not (tmp_path / "state").exists()      # check writes nothing, creates no database
+    assert len(ultimo.reservations()) == 1 and ews.items("room.c25@example.com") == []
+
+
+@pytest.mark.slow
+def test_syncd_check_one_room_missing_in_exchange_is_1(tmp_path: Path, sandboxes,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    ultimo, ews = sandboxes
+    rooms = [*CONFIG["rooms"], {"mailbox": "room.ghost@example.com", "space_id": "C-99"}]
+    ultimo.add_space("C-99")
+    path = sandbox_config(tmp_path, ultimo, ews, rooms=rooms)
+    assert main(["--config", str(path), "check"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    ghost = next(x for x in lines if x.startswith("room.ghost@example.com"))
+    assert "ultimo ok" in ghost and "calendar FAILED" in ghost
+    assert sum("calendar ok" in x for x in lines) == 2
+
+
+@pytest.mark.slow
+def test_syncd_check_wrong_ews_password_is_3(tmp_path: Path, sandboxes, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    ultimo, ews = sandboxes
+    monkeypatch.setenv("EWS_PASSWORD", "wrong-password-123")
+    assert main(["--config", str(sandbox_config(tmp_path, ultimo, ews)), "check"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.count("calendar FAILED") == 2 and captured.out.count("ultimo ok") == 2
+    assert "wrong-password-123" not in captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_syncd_check_ultimo_down_is_3(tmp_path: Path, sandboxes, capsys: pytest.CaptureFixture[str]) -> None:
+    ultimo, ews = sandboxes
+    path = sandbox_config(tmp_path, ultimo, ews)
+    ultimo.stop()
+    assert main(["--config", str(path), "check"]) == 3
+    out = capsys.readouterr().out
+    assert out.count("ultimo FAILED") == 2 and out.count("calendar ok") == 2
