@@ -127,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ConfigError as e:
+        source = getattr(e, "source", None)
         for problem in e.problems:
-            _say(problem)
+            _say(f"{source}: {problem}" if source else problem)
         return e.exit_status
     except SyncdError as e:
         _say(str(e) or type(e).__name__)

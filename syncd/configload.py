@@ -3,7 +3,8 @@ validation against `syncd.config`, and problems reported all at once with their 
 
     load_config(path) -> (Config, Path)      raises ConfigError(problems)
 
-Each problem reads `path: message` (`rooms[2].space_id: field required`). No problem
+Each problem reads `path: message` (`rooms[2].space_id: field required`); the error's
+`source` attribute names the file (the command line prints `FILE: path: message`). No problem
 ever shows a secret's value: pydantic's input echo is never used, and every secret
 (including one inside a database URL) is registered with `syncd.logs` before anything
 can be printed.
@@ -79,13 +80,20 @@ def load_config(path: str | None = None) -> tuple[Config, Path]:
         cfg = Config.model_validate(data)
     except ValidationError as e:
         problems.extend(p for p in _pydantic_problems(e) if not _covered(p, done))
-        raise ConfigError([logs.scrub_text(p) for p in problems]) from None
+        raise _problems_in(file, problems) from None
     if problems:
-        raise ConfigError([logs.scrub_text(p) for p in problems])
+        raise _problems_in(file, problems)
     url = _absolute_sqlite_url(cfg.database.url, file.parent)
     if url != cfg.database.url:
         cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": url})})
     return cfg, file
+
+
+def _problems_in(file: Path, problems: list[str]) -> ConfigError:
+    """A ConfigError whose `source` names the file (the CLI prefixes each line with it)."""
+    error = ConfigError([logs.scrub_text(p) for p in problems])
+    error.source = file  # type: ignore[attr-defined]
+    return error
 
 
 # --- reading ------------------------------------------------------------------------

@@ -176,11 +176,12 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, capsys: pytest.Captur
     c["sync"] = {"interval_seconds": "often", "future_days": 0}
     c["extra"] = 1
     c["applicants"]["default"] = "${NOPE_UNSET}"
-    assert main(["--config", str(write(tmp_path, c)), "check"]) == 2
+    file = write(tmp_path, c)
+    assert main(["--config", str(file), "check"]) == 2
     err = capsys.readouterr().err
     for path in ("ultimo.calls_per_10s", "ultimo.timezone", "rooms[1].space_id", "calendar.ews.auth",
                  "sync.interval_seconds", "sync.future_days", "extra", "applicants.default"):
-        assert f"syncd: error: {path}: " in err, (path, err)
+        assert f"syncd: error: {file}: {path}: " in err, (path, err)
     assert len(err.splitlines()) == 8     # one line each, no echo of the same path twice
 
 
