@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 
@@ -111,7 +111,7 @@ def scrub_value(value: Any, key: str | None = None) -> Any:
     return scrub_text(str(value))
 
 
-def scrub_processor(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def scrub_processor(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: every value of the event scrubbed (see `scrub_value`)."""
     return {k: scrub_value(v, k) for k, v in event_dict.items()}
 
@@ -155,7 +155,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def _exc_text(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _exc_text(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Records formatted by ScrubFilter carry their traceback as exc_text; keep it."""
     record = event_dict.get("_record")
     if record is not None and getattr(record, "exc_text", None) and "exception" not in event_dict:
