@@ -102,7 +102,9 @@ class EwsCalendar:
         self._reconnect_attempts = reconnect_attempts
         self._tz = EWSTimeZone(cfg.timezone)
         self._zone = ZoneInfo(cfg.timezone)
+        self._retry_wait = retry_wait
         self._config, self._protocol, self._policy = connect(cfg, retry_sleep, retry_wait)
+        self._closed = False
         self._access = IMPERSONATION if cfg.access == "impersonation" else DELEGATE
         self._accounts: dict[str, Account] = {}
         self._lock = threading.Lock()
@@ -130,8 +132,12 @@ class EwsCalendar:
             found: dict[str, Event] = {}
             for piece in split_window(window, VIEW_CHUNK_DAYS):
                 for event in self._view(calendar, piece):
-                    if in_window(event, window):
-                        found.setdefault(event.key, event)
+                    if not in_window(event, window):
+                        continue
+                    seen = found.setdefault(event.key, event)
+                    if seen.item_id != event.item_id:
+                        # Two items claim one meeting (a copied invitation): the first read wins.
+                        log.warning("ews_duplicate_key", mailbox=mailbox, key=event.key)
             return sorted(found.values(), key=lambda e: (e.start, e.end, e.key))
 
         return self._run(mailbox, "list_events", op)
@@ -258,16 +264,20 @@ class EwsCalendar:
         self._run(mailbox, "decline", op)
 
     def close(self) -> None:
-        """Close the connections and forget the cached accounts."""
+        """Close the connections and forget the cached accounts (a later call reconnects)."""
         with self._lock:
             self._accounts.clear()
-        forget(self._config)
+            self._closed = True
+            forget(self._config)
 
     # --- helpers ------------------------------------------------------------------------
 
     def _account(self, mailbox: str) -> Account:
         key = mailbox.lower()
         with self._lock:
+            if self._closed:
+                self._config, self._protocol, self._policy = connect(self._cfg, self._sleep, self._retry_wait)
+                self._closed = False
             account = self._accounts.get(key)
             if account is None:
                 account = Account(mailbox, config=self._config, autodiscover=False, access_type=self._access,

@@ -520,6 +520,11 @@ def test_close_lets_go_of_the_connection_pool(make: Any, sandbox: EwsSandbox) ->
     with pytest.raises(KeyError):
         Protocol[cfg]
 
+    backend.calendar.probe(ROOM)                       # usable again, with its own settings
+    assert type(backend.calendar._protocol).__name__ == "SyncdProtocol"
+    assert backend.calendar._protocol.TIMEOUT == 60.0
+    assert backend.calendar._account(ROOM).protocol is backend.calendar._protocol
+
 
 @pytest.mark.parametrize(("verify", "expected"), [(False, False), ("/etc/ssl/certs/ca.pem", "/etc/ssl/certs/ca.pem"),
                                                   (True, True)])
