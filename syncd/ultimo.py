@@ -34,6 +34,7 @@ import email.utils
 import json
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -100,6 +101,7 @@ class UltimoClient:
         self.budget: CallBudget = budget if budget is not None else DailyBudget(None, cfg.daily_call_budget)
         self.limiter = limiter if limiter is not None else RateLimiter(cfg.calls_per_10s, 10.0)
         self.calls = 0
+        self._calls_lock = threading.Lock()
         self._sleep = sleep
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -198,7 +200,8 @@ class UltimoClient:
     def _attempt(self, workflow: str, url: str, element: str, content: bytes, attempt: int) -> Any:
         self.budget.spend(1)
         self.limiter.acquire()
-        self.calls += 1
+        with self._calls_lock:
+            self.calls += 1
         headers = {"ApiKey": self._key, "ApplicationElementId": element, "Content-Type": "application/json"}
         started = time.monotonic()
         try:
