@@ -86,12 +86,16 @@ def check_rooms(
     for room in rooms:
         u = ultimo_down or _read_ultimo(ultimo, room, window)
         c = calendar_down or _probe_calendar(calendar, room)
-        if u.system_wide:
-            ultimo_down = u
-        if c.system_wide:
-            calendar_down = c
+        if u.system_wide and ultimo_down is None:
+            ultimo_down = _not_tried(u, room)
+        if c.system_wide and calendar_down is None:
+            calendar_down = _not_tried(c, room)
         results.append(RoomResult(room, u, c))
     return results
+
+
+def _not_tried(failed: SideResult, room: Room) -> SideResult:
+    return SideResult(False, f"not tried (failed for {room.mailbox}, see above)", failed.error)
 
 
 def _read_ultimo(ultimo: ReservationReader, room: Room, window: TimeWindow) -> SideResult:

@@ -286,7 +286,9 @@ def test_check_ultimo_unreachable_is_3_and_not_retried_per_room() -> None:
     ultimo = FakeUltimo({s: UltimoUnreachable("connection refused by 127.0.0.1:9") for s in "ABC"})
     results = check_rooms(ROOMS, ultimo, FakeCalendar(), WINDOW)
     assert ultimo.asked == ["A"]        # the other rooms are not tried again
-    assert all("ultimo FAILED: connection refused" in r.line() and "calendar ok" in r.line() for r in results)
+    assert "ultimo FAILED: connection refused by 127.0.0.1:9" in results[0].line()
+    assert all("ultimo FAILED: not tried (failed for room.a@example.com, see above)" in r.line() for r in results[1:])
+    assert all("calendar ok" in r.line() for r in results)
     assert exit_status(results) == 3
 
 
