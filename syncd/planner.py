@@ -133,6 +133,15 @@ def mass_cancellation_reason(s: RoomSnapshot) -> str | None:
     return None
 
 
+def _stamp_of(lk: LinkView) -> str | None:
+    """The stamp the link's event carries: recorded, or the one syncd will write for it."""
+    if lk.stamp:
+        return lk.stamp
+    if lk.ultimo_id and not (lk.exchange_key or lk.exchange_item_id):
+        return stamp_for_reservation(lk.ultimo_id)
+    return None
+
+
 def _same_times(a: Event | Reservation, b: Event | Reservation) -> bool:
     return a.start == b.start and a.end == b.end
 
@@ -167,7 +176,7 @@ class _Planner:
         linked_ids = {lk.ultimo_id for lk in links if lk.ultimo_id}
         self.tomb_ultimo = {lk.ultimo_id for lk in self.tombs if lk.ultimo_id}
         self.free_res = [r for uid, r in self.reservations.items() if uid not in linked_ids]
-        self.stamp_owner = {lk.stamp: lk for lk in links if lk.stamp}
+        self.stamp_owner = {st: lk for lk in links if (st := _stamp_of(lk))}
 
     def _claim(self, links: list[LinkView], attrs: tuple[str, ...]) -> None:
         """Give each link its event: by key first, then by stamp, then by item id."""
@@ -175,7 +184,7 @@ class _Planner:
         for attr in attrs:
             event_attr = {"exchange_key": "key", "stamp": "stamp", "exchange_item_id": "item_id"}[attr]
             for lk in links:
-                want = getattr(lk, attr)
+                want = _stamp_of(lk) if attr == "stamp" else getattr(lk, attr)
                 if lk.id in self.claimed or not want:
                     continue
                 found = [e for e in self.events if getattr(e, event_attr) == want and id(e) not in taken]
@@ -325,14 +334,13 @@ class _Planner:
         if ev is not None and res is not None and _same_times(ev, res):
             self._resolve(key, lk.id)
         times = None
-        moved_event = False
         if ex_changed and ul_changed and ev is not None and res is not None:
             if _same_times(ev, res):
                 times = (ev.start, ev.end)             # both_changed_same
             elif self.policy.on_changed_on_both_sides == "exchange_wins":
                 self._move_reservation(lk, key, ev, res, live)
             elif self.policy.on_changed_on_both_sides == "ultimo_wins":
-                moved_event = self._move_event(lk, key, ev, res, live)
+                self._move_event(lk, key, ev, res, live)
             elif live:
                 self._conflict(CHANGED_ON_BOTH_SIDES, lk, key, ev, ev.start, ev.end,
                                f"changed on both sides since {span(lk.start, lk.end)}: Exchange now "
@@ -340,8 +348,8 @@ class _Planner:
         elif ex_changed and ev is not None:
             self._move_reservation(lk, key, ev, res, live)
         elif ul_changed and res is not None:
-            moved_event = self._move_event(lk, key, ev, res, live)
-        if ev is not None and not moved_event:
+            self._move_event(lk, key, ev, res, live)
+        if ev is not None:
             self._refresh(lk, key, ev, times)
 
     def _move_reservation(self, lk: LinkView, key: str, ev: Event, res: Reservation | None, live: bool) -> None:
@@ -357,19 +365,18 @@ class _Planner:
         self._add(MoveReservation(key, lk.id, lk.ultimo_id, ev.start, ev.end, self._label(lk, ev),
                                   at.start, at.end))
 
-    def _move_event(self, lk: LinkView, key: str, ev: Event | None, res: Reservation, live: bool) -> bool:
+    def _move_event(self, lk: LinkView, key: str, ev: Event | None, res: Reservation, live: bool) -> None:
         item_id = ev.item_id if ev else lk.exchange_item_id
         change_key = ev.change_key if ev else lk.exchange_change_key
         if not live or (ev is not None and ev.end <= self.now) or not item_id or change_key is None:
-            return False
+            return
         if res.end <= self.now:                        # move_into_past
             self._conflict(RESERVATION_IN_PAST, lk, key, ev, res.start, res.end,
                            f"moved into the past in Ultimo ({span(res.start, res.end)}); Exchange not changed")
-            return False
+            return
         at = ev or lk
         self._add(MoveEvent(key, lk.id, item_id, change_key, res.start, res.end, self._label(lk, ev),
                             at.start, at.end))
-        return True
 
     def _refresh(self, lk: LinkView, key: str, ev: Event,
                  times: tuple[datetime, datetime] | None = None) -> None:
@@ -384,7 +391,7 @@ class _Planner:
         key = booking_key(lk)
         self._resolve(key, lk.id)
         ev = self.claimed.get(lk.id)
-        if ev is not None and ev.stamp and not ev.cancelled and ev.end > self.now:
+        if ev is not None and ev.stamp and not ev.cancelled and min(ev.end, lk.end) > self.now:
             self._add(RemoveEvent(key, lk.id, ev.item_id, ev.change_key, ev.start, ev.end, ev.subject))
 
     # --- unlinked bookings ----------------------------------------------------------------
@@ -396,7 +403,7 @@ class _Planner:
                 continue
             if e.stamp:
                 owner = self.stamp_owner.get(e.stamp)
-                if owner is not None:
+                if owner is not None and owner.end > self.now:
                     self._add(RemoveEvent(booking_key(owner), None, e.item_id, e.change_key,
                                           e.start, e.end, e.subject))
                 continue

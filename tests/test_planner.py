@@ -281,7 +281,9 @@ def test_exchange_changed_moves_the_reservation_in_place():
 
 def test_ultimo_changed_moves_the_event_with_the_freshest_change_key():
     lk = link(1, 9, 10)
-    a = only(plan(snap([lk], exchange=[ev("K", 9, 10, change_key="ck5")], ultimo=[res("U1", 11, 12)])), MoveEvent)
+    p = plan(snap([lk], exchange=[ev("K", 9, 10, change_key="ck5")], ultimo=[res("U1", 11, 12)]))
+    (a,) = p.writes
+    assert isinstance(a, MoveEvent)
     assert (a.item_id, a.change_key, a.start, a.end) == ("item-K", "ck5", t(11), t(12))
     b = only(plan(snap([lk], exchange=None, ultimo=[res("U1", 11, 12)])), MoveEvent)
     assert b.change_key == "ck1"
