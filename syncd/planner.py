@@ -177,19 +177,30 @@ class _Planner:
         self.tomb_ultimo = {lk.ultimo_id for lk in self.tombs if lk.ultimo_id}
         self.free_res = [r for uid, r in self.reservations.items() if uid not in linked_ids]
         self.stamp_owner = {st: lk for lk in links if (st := _stamp_of(lk))}
+        self.conflicts_by_key: dict[str, list[OpenConflict]] = {}
+        self.conflicts_by_link: dict[int | None, list[OpenConflict]] = {}
+        for c in sorted(s.open_conflicts, key=lambda c: c.id):
+            self.conflicts_by_key.setdefault(c.booking_key, []).append(c)
+            if c.link_id is not None:
+                self.conflicts_by_link.setdefault(c.link_id, []).append(c)
 
     def _claim(self, links: list[LinkView], attrs: tuple[str, ...]) -> None:
         """Give each link its event: by key first, then by stamp, then by item id."""
         taken = {id(e) for e in self.claimed.values()}
         for attr in attrs:
             event_attr = {"exchange_key": "key", "stamp": "stamp", "exchange_item_id": "item_id"}[attr]
+            index: dict[str, list[Event]] = {}
+            for e in self.events:
+                value = getattr(e, event_attr)
+                if value:
+                    index.setdefault(value, []).append(e)
             for lk in links:
                 want = _stamp_of(lk) if attr == "stamp" else getattr(lk, attr)
                 if lk.id in self.claimed or not want:
                     continue
-                found = [e for e in self.events if getattr(e, event_attr) == want and id(e) not in taken]
+                found = [e for e in index.get(want, ()) if id(e) not in taken]
                 if found:
-                    best = min(found, key=lambda e: e.cancelled)
+                    best = min(found, key=lambda e: e.cancelled)   # a live copy beats a cancelled one
                     self.claimed[lk.id] = best
                     taken.add(id(best))
 
@@ -238,13 +249,15 @@ class _Planner:
                 if lk.ultimo_id is None and e is not None and not e.cancelled and e.end > self.now:
                     wanting.append((e, lk))
             wanting.sort(key=lambda p: (p[0].start, p[0].end, p[0].key))
-            candidates = sorted((r for r in self.free_res if r.ultimo_id not in used_res
-                                 and r.ultimo_id not in self.tomb_ultimo and r.end > self.now),
-                                key=lambda r: (r.start, r.end, r.ultimo_id))
+            twins: dict[tuple[datetime, datetime], list[Reservation]] = {}
+            for r in sorted(self.free_res, key=lambda r: r.ultimo_id, reverse=True):
+                if r.ultimo_id not in used_res and r.ultimo_id not in self.tomb_ultimo and r.end > self.now:
+                    twins.setdefault((r.start, r.end), []).append(r)
             for e, lk in wanting:
-                match = next((r for r in candidates if _same_times(e, r) and r.ultimo_id not in used_res), None)
-                if match is None:
+                same = twins.get((e.start, e.end))
+                if not same:
                     continue
+                match = same.pop()                         # lowest UltimoId first: deterministic
                 used_res.add(match.ultimo_id)
                 used_ev.add(id(e))
                 key = booking_key(lk) if lk else e.key
@@ -434,8 +447,8 @@ class _Planner:
     # --- conflicts -------------------------------------------------------------------------
 
     def _open(self, key: str, link_id: int | None) -> list[OpenConflict]:
-        return [c for c in self.s.open_conflicts
-                if c.booking_key == key or (link_id is not None and c.link_id == link_id)]
+        found = self.conflicts_by_key.get(key, []) + self.conflicts_by_link.get(link_id, [])
+        return list({c.id: c for c in found}.values())
 
     def _ultimo_allowed(self, key: str, link_id: int | None, start: datetime, end: datetime, *,
                         create: bool, own: str | None) -> bool:
@@ -475,11 +488,12 @@ class _Planner:
         """conflict_resolved for bookings without a link: gone from the side they came from."""
         s = self.s
         known = {lk.id for lk in s.links}
+        link_keys = {booking_key(lk) for lk in s.links}
         by_key: dict[str, Event] = {}
         for e in self.events:
             by_key.setdefault(e.key, e)
         for c in s.open_conflicts:
-            if c.link_id in known or any(booking_key(lk) == c.booking_key for lk in s.links):
+            if c.link_id in known or c.booking_key in link_keys:
                 continue
             if c.booking_key.startswith("ultimo:"):
                 uid = c.booking_key.removeprefix("ultimo:")
