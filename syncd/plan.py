@@ -182,7 +182,10 @@ class RoomSnapshot:
 @dataclass(frozen=True, slots=True)
 class CreateReservation:
     """Create the Ultimo reservation for an Exchange booking (`link_id`: an existing link
-    whose Ultimo side was never created, e.g. a retried create)."""
+    whose Ultimo side was never created, e.g. a retried create).
+
+    On success the link (new, origin exchange, keyed by the event; or `link_id`) records the
+    UltimoId, `new.external_id` and the event's ids, and its synced times become `new`'s."""
 
     side: ClassVar[Side] = "ultimo"
     booking_key: str
@@ -196,7 +199,10 @@ class CreateReservation:
 
 @dataclass(frozen=True, slots=True)
 class CreateEvent:
-    """Create the blocking event for an Ultimo reservation (`link_id` when retrying)."""
+    """Create the blocking event for an Ultimo reservation (`link_id` when retrying).
+
+    On success the link (new, origin ultimo; or `link_id`) records the event's key, item id
+    and change key and `new.stamp`; its synced times become `new`'s."""
 
     side: ClassVar[Side] = "exchange"
     booking_key: str
@@ -211,6 +217,9 @@ class CreateEvent:
 
 @dataclass(frozen=True, slots=True)
 class MoveReservation:
+    """Update the reservation's times in place; on success the link's synced times become
+    `start`/`end`. `old_*` are the reservation's current times, for display."""
+
     side: ClassVar[Side] = "ultimo"
     booking_key: str
     link_id: int
@@ -228,6 +237,9 @@ class MoveReservation:
 
 @dataclass(frozen=True, slots=True)
 class MoveEvent:
+    """Move the event in place (stale change key: fail, never overwrite); on success the link
+    takes `start`/`end` and the item id/change key the write returned."""
+
     side: ClassVar[Side] = "exchange"
     booking_key: str
     link_id: int
@@ -246,6 +258,8 @@ class MoveEvent:
 
 @dataclass(frozen=True, slots=True)
 class CancelReservation:
+    """The Exchange booking is gone: cancel its reservation; the link becomes a tombstone."""
+
     side: ClassVar[Side] = "ultimo"
     booking_key: str
     link_id: int
@@ -260,7 +274,8 @@ class CancelReservation:
 
 @dataclass(frozen=True, slots=True)
 class RemoveEvent:
-    """Delete an event syncd created (it carries syncd's stamp)."""
+    """Delete an event syncd created (it carries syncd's stamp). With `link_id` the link
+    becomes a tombstone; `link_id=None` (a duplicate or orphan of ours) touches no link."""
 
     side: ClassVar[Side] = "exchange"
     booking_key: str
@@ -277,7 +292,8 @@ class RemoveEvent:
 
 @dataclass(frozen=True, slots=True)
 class DeclineEvent:
-    """The room declines a person's meeting whose Ultimo reservation was cancelled."""
+    """The room declines a person's meeting whose Ultimo reservation was cancelled; the
+    link (if any) becomes a tombstone."""
 
     side: ClassVar[Side] = "exchange"
     booking_key: str
@@ -316,7 +332,8 @@ class LinkPair:
 
 @dataclass(frozen=True, slots=True)
 class RefreshLink:
-    """Bookkeeping only: new item id/change key, a learned key, or both sides at new times."""
+    """Bookkeeping only: set the link's exchange key, item id, change key and synced times
+    (ids churned, a stamped event's key learned, or both sides moved to the same times)."""
 
     side: ClassVar[Side] = "db"
     booking_key: str
