@@ -417,8 +417,8 @@ class _Planner:
             if e.stamp:
                 owner = self.stamp_owner.get(e.stamp)
                 if owner is not None and owner.end > self.now:
-                    self._add(RemoveEvent(booking_key(owner), None, e.item_id, e.change_key,
-                                          e.start, e.end, e.subject))
+                    # Keyed by the stray event itself: removing it must not settle the owner's conflicts.
+                    self._add(RemoveEvent(e.key, None, e.item_id, e.change_key, e.start, e.end, e.subject))
                 continue
             self._create_reservation(e, e.key, None)
 

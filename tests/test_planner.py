@@ -232,7 +232,7 @@ def test_stamped_duplicate_is_removed():
     dup = ev("S2", 9, 10, stamp=stamp_for_reservation("U7"))
     p = plan(snap([lk], exchange=[ev("S1", 9, 10, stamp=lk.stamp), dup], ultimo=[res("U7", 9, 10)]))
     a = only(p, RemoveEvent)
-    assert (a.item_id, a.link_id) == ("item-S2", None)
+    assert (a.item_id, a.link_id, a.booking_key) == ("item-S2", None, "S2")
 
 
 def test_pending_create_retries_a_missing_side_on_the_same_link():
