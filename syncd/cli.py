@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--room", action="append", default=[], metavar="ROOM",
                    help="a room's mailbox or space id; repeatable")
     s.add_argument("--dry-run", action="store_true", help="print the plan, write nothing anywhere")
+    s.add_argument("--accept-empty", action="store_true",
+                   help="a room whose bookings all vanished on one side really is empty: cancel on the other side")
     s.set_defaults(command="reconcile")
 
     sub.add_parser("run", help="the long-running service").set_defaults(command="run")

@@ -31,12 +31,16 @@ from syncd.config import Config
 from syncd.db import session_factory
 from syncd.errors import CalendarError, SyncdError, UltimoError
 from syncd.executor import SYSTEM_FAILURES, WRITE_KEYS, Executor
-from syncd.model import Event, Reservation, Room, TimeWindow
-from syncd.plan import LinkView, OpenConflict, Policy, RoomSnapshot
+from syncd.model import MASS_CANCELLATION, ConflictInfo, Event, Reservation, Room, TimeWindow
+from syncd.plan import LinkView, OpenConflict, Plan, Policy, RoomSnapshot
 from syncd.planner import plan_room
 from syncd.schema import LINK_ACTIVE, LINK_CANCELLED, Link, RoomState, Run
 
 log = structlog.get_logger("syncd.cycle")
+
+# How far past the window a missing linked reservation is looked for (see _read_ultimo).
+HORIZON_BEYOND = timedelta(days=366)
+HALTED_KEY = "room:halted"
 
 
 @dataclass
@@ -164,7 +168,7 @@ class SyncEngine:
     # --- one pass ---------------------------------------------------------------------
 
     def sync_room(self, room: Room, *, read_exchange: bool = True, read_ultimo: bool = True,
-                  dry_run: bool = False) -> RoomResult:
+                  dry_run: bool = False, accept_empty: bool = False) -> RoomResult:
         """Gather, plan, apply and record for `room`. Never raises for a per-room failure:
         failures are in RoomResult.errors (and `failed_system`)."""
         with self._room_locks[room.mailbox]:
@@ -172,7 +176,8 @@ class SyncEngine:
             cal0, ult0 = self.calendar.calls, self.ultimo.calls
             result = RoomResult(room)
             try:
-                self._sync(room, result, read_exchange=read_exchange, read_ultimo=read_ultimo, dry_run=dry_run)
+                self._sync(room, result, read_exchange=read_exchange, read_ultimo=read_ultimo, dry_run=dry_run,
+                           accept_empty=accept_empty)
             except SyncdError as e:
                 result.errors.append(str(e))
                 self._note_failure(result, e)
@@ -190,7 +195,7 @@ class SyncEngine:
             return result
 
     def _sync(self, room: Room, result: RoomResult, *, read_exchange: bool, read_ultimo: bool,
-              dry_run: bool) -> None:
+              dry_run: bool, accept_empty: bool) -> None:
         if self.executor.pending(room):
             if dry_run:
                 result.plan_lines.append("(interrupted writes are pending; a real run settles them first)")
@@ -200,11 +205,12 @@ class SyncEngine:
         window = self.window(now)
         links = self._links(room, window)
         exchange = self._read_exchange(room, window, links, now, result) if read_exchange else None
-        ultimo = self._read_ultimo(room, window, result) if read_ultimo else None
+        ultimo = self._read_ultimo(room, window, links, now, result) if read_ultimo else None
         with self.sessions() as s:
             state = s.get(RoomState, room.mailbox)
-            prev_ex = state.exchange_seen if state is not None else None
-            prev_ul = state.ultimo_seen if state is not None else None
+            # --accept-empty: the operator confirmed that an emptied room is real.
+            prev_ex = state.exchange_seen if state is not None and not accept_empty else None
+            prev_ul = state.ultimo_seen if state is not None and not accept_empty else None
             open_conflicts = tuple(OpenConflict(id=c.id, booking_key=c.booking_key, kind=c.kind, start=c.start,
                                                 end=c.end, link_id=c.link_id)
                                    for c in conflicts.open_for_room(s, room.mailbox))
@@ -226,6 +232,7 @@ class SyncEngine:
             result.plan_lines.extend(plan.describe())
             result.conflicts_new = len(plan.conflicts)
             return
+        self._record_halt(room, plan, now)
         applied = self.executor.apply(room, plan)
         for k, v in applied.writes.items():
             result.writes[k] = result.writes.get(k, 0) + v
@@ -257,9 +264,21 @@ class SyncEngine:
         result.exchange_read = True
         return events
 
-    def _read_ultimo(self, room: Room, window: TimeWindow, result: RoomResult) -> list[Reservation] | None:
+    def _read_ultimo(self, room: Room, window: TimeWindow, links: tuple[LinkView, ...], now: datetime,
+                     result: RoomResult) -> list[Reservation] | None:
         try:
             found = self.ultimo.get_reservations(room.space_id, window)
+            # Ultimo cannot be asked for one reservation by id. When linked reservations
+            # are missing from the window, read the horizon beyond it once: a reservation
+            # moved past `future_days` is a move, not a cancellation.
+            ids = {r.ultimo_id for r in found}
+            missing = [lk for lk in links if lk.state == LINK_ACTIVE and lk.ultimo_id and lk.end > now
+                       and lk.ultimo_id not in ids]
+            if missing:
+                beyond = TimeWindow(window.end, window.end + HORIZON_BEYOND)
+                wanted = {lk.ultimo_id for lk in missing}
+                found.extend(r for r in self.ultimo.get_reservations(room.space_id, beyond)
+                             if r.ultimo_id in wanted and r.ultimo_id not in ids)
         except UltimoError as e:
             result.errors.append(f"reading Ultimo space {room.space_id}: {e}")
             self._note_failure(result, e, "ultimo")
@@ -292,6 +311,16 @@ class SyncEngine:
                          for r in rows)
 
     # --- record -----------------------------------------------------------------------
+
+    def _record_halt(self, room: Room, plan: Plan, now: datetime) -> None:
+        """A halted room is a conflict in the report until a pass plans it again."""
+        with self.sessions.begin() as s:
+            if plan.halted:
+                conflicts.record(s, room=room.mailbox, space_id=room.space_id, link_id=None, now=now,
+                                 info=ConflictInfo(kind=MASS_CANCELLATION, message=plan.halted,
+                                                   booking_key=HALTED_KEY))
+            else:
+                conflicts.resolve(s, room=room.mailbox, booking_key=HALTED_KEY, now=now)
 
     def _state(self, s: Session, room: Room) -> RoomState:
         row = s.get(RoomState, room.mailbox)

@@ -88,7 +88,8 @@ def print_results(results: list[RoomResult], *, dry_run: bool, out: TextIO) -> N
         else:
             print(summary_line(r), file=out)
         if r.halted:
-            print(f"  HALTED: {r.halted}", file=out)
+            print(f"  HALTED: {r.halted}. Nothing was done for this room. If the room really is empty, run "
+                  f"`syncd reconcile --room {r.room.mailbox} --accept-empty`", file=out)
         if r.deferred_cancellations:
             print(f"  {r.deferred_cancellations} cancellation(s) held back by sync.max_cancellations_per_cycle",
                   file=out)
@@ -106,7 +107,7 @@ def exit_status(results: list[RoomResult]) -> int:
     return 0
 
 
-def reconcile(cfg: Config, *, rooms: list[str] | None = None, dry_run: bool = False,
+def reconcile(cfg: Config, *, rooms: list[str] | None = None, dry_run: bool = False, accept_empty: bool = False,
               out: TextIO = sys.stdout, sync: SyncEngine | None = None) -> tuple[int, list[RoomResult]]:
     """Run one reconcile; gives the exit status and the per-room results."""
     engine = sync.engine if sync is not None else open_database(cfg)
@@ -115,12 +116,12 @@ def reconcile(cfg: Config, *, rooms: list[str] | None = None, dry_run: bool = Fa
     try:
         chosen = select_rooms(sync, rooms)
         if dry_run:
-            results = [sync.sync_room(r, dry_run=True) for r in chosen]
+            results = [sync.sync_room(r, dry_run=True, accept_empty=accept_empty) for r in chosen]
         else:
             with instance_lock(cfg, engine):
                 run_id = start_run(engine, "reconcile", datetime.now(UTC))
                 sync.executor.run_id = run_id
-                results = [sync.sync_room(r) for r in chosen]
+                results = [sync.sync_room(r, accept_empty=accept_empty) for r in chosen]
                 finish_run(engine, run_id, results, datetime.now(UTC))
     finally:
         if own:
@@ -131,5 +132,6 @@ def reconcile(cfg: Config, *, rooms: list[str] | None = None, dry_run: bool = Fa
 
 
 def cmd_reconcile(cfg: Config, args: argparse.Namespace) -> int:
-    status, _ = reconcile(cfg, rooms=getattr(args, "room", None), dry_run=bool(getattr(args, "dry_run", False)))
+    status, _ = reconcile(cfg, rooms=getattr(args, "room", None), dry_run=bool(getattr(args, "dry_run", False)),
+                          accept_empty=bool(getattr(args, "accept_empty", False)))
     return status
