@@ -1,0 +1,432 @@
+"""When to read Ultimo: pacing the call budget and choosing whose window is due.
+
+Pure: no I/O, no threads, no clock of its own; every time is passed in (aware datetimes).
+
+Pacing. Every Ultimo call, read or write, takes a token from one bucket holding at most
+`capacity` tokens and refilled at `rate = (daily_call_budget - capacity) / 86400` per
+second. A bucket that is never overdrawn lets through at most `capacity + rate * T`
+calls in any T seconds: at most `daily_call_budget` in any 24 hours, whichever 24 hours
+(and so in any UTC day). Reads leave `read_reserve` tokens for writes, so writes go
+first. A restarted process starts from a level it can prove (`initial_level`).
+
+Choosing. Each room has a near-term window (now - past_days until the end of the
+`near_term_days`-th local day: today and tomorrow by default) and the full window. A
+read's value is the time since each part was last read, the near-term part weighted by
+`near_weight` and by an activity boost that decays with the time since the room last
+changed. A full read covers both parts; a near-term read is worth choosing only where it
+costs fewer calls (rooms with more rows than one Ultimo page). Free tokens go to the
+rooms with the highest value per call, in that order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from syncd.model import TimeWindow, utc
+
+NEAR = "near"
+FULL = "full"
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPolicy:
+    """The numbers the planner works with; `from_config` derives them from the configuration."""
+
+    daily_budget: int
+    interval_seconds: float = 60.0      # no room is read more often than its checks
+    past_days: int = 1
+    future_days: int = 30
+    near_term_days: int = 2
+    timezone: str = "Europe/Amsterdam"
+    page_limit: int = 100
+    capacity: float = 100.0             # bucket size: the largest burst
+    read_reserve: float = 50.0          # tokens reads leave for writes
+    near_weight: float = 6.0            # near-term staleness counts this much more than far
+    activity_boost: float = 4.0         # extra near-term weight of a room that just changed
+    activity_half_life: float = 1800.0  # seconds for that boost to halve
+    write_share: float = 0.1            # expected share of calls spent on writes (estimates only)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.capacity < self.daily_budget:
+            raise ValueError("capacity must be at least 1 and below the daily budget")
+        if not 0 <= self.read_reserve < self.capacity:
+            raise ValueError("read_reserve must be below capacity")
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second."""
+        return (self.daily_budget - self.capacity) / DAY
+
+    @classmethod
+    def for_budget(cls, daily_budget: int, calls_per_10s: int, **kw: float | int | str) -> ReadPolicy:
+        """A policy whose bucket suits `daily_budget`: a burst of about one 10-second
+        allowance (at least 2 % of the day, at most 10 %), half of it kept for writes."""
+        capacity = float(max(1, min(daily_budget // 10, max(calls_per_10s, daily_budget // 50))))
+        return cls(daily_budget=daily_budget, capacity=capacity, read_reserve=math.floor(capacity / 2), **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_config(cls, cfg: object) -> ReadPolicy:
+        """From a `syncd.config.Config` (typed loosely to keep this module free of pydantic)."""
+        u, s = cfg.ultimo, cfg.sync  # type: ignore[attr-defined]
+        return cls.for_budget(
+            u.daily_call_budget, u.calls_per_10s,
+            interval_seconds=float(s.interval_seconds), past_days=s.past_days, future_days=s.future_days,
+            near_term_days=s.near_term_days, timezone=u.timezone, page_limit=u.page_limit,
+        )
+
+
+# --- the bucket ---------------------------------------------------------------------
+
+
+def _ts(t: datetime) -> float:
+    return utc(t).timestamp()
+
+
+def _dt(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+class TokenBucket:
+    """`capacity` tokens at most, refilled at `rate` per second; `take` may overdraw (a
+    call made elsewhere, found in the ledger), which later callers then wait out."""
+
+    def __init__(self, capacity: float, rate: float, level: float, at: datetime) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self._level = min(level, capacity)
+        self._at = _ts(at)
+
+    def level(self, now: datetime) -> float:
+        """Tokens available at `now` (refilled up to then; time never runs backwards here)."""
+        t = _ts(now)
+        if t > self._at:
+            self._level = min(self.capacity, self._level + (t - self._at) * self.rate)
+            self._at = t
+        return self._level
+
+    def take(self, n: float, now: datetime) -> None:
+        """Spend `n` tokens at `now`."""
+        self.level(now)
+        self._level -= n
+
+    def seconds_until(self, need: float, now: datetime) -> float:
+        """Seconds from `now` until `need` tokens are there (0 when they already are);
+        infinite when `need` exceeds the capacity."""
+        have = self.level(now)
+        if have >= need:
+            return 0.0
+        if need > self.capacity:
+            return math.inf
+        return (need - have) / self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class PacerSnapshot:
+    """What a process persists so that its successor can start with a proven level:
+    the bucket's level at `at`, and the ledger's count for `ledger_day` at that moment."""
+
+    level: float
+    at: datetime
+    ledger_day: str
+    ledger_calls: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"level": round(self.level, 3), "at": self.at.isoformat(), "ledger_day": self.ledger_day,
+                "ledger_calls": self.ledger_calls}
+
+    @classmethod
+    def from_json(cls, data: object) -> PacerSnapshot | None:
+        """The snapshot in `data`, or None when it is missing or malformed."""
+        try:
+            d = dict(data)  # type: ignore[call-overload]
+            return cls(float(d["level"]), utc(datetime.fromisoformat(d["at"])), str(d["ledger_day"]),
+                       int(d["ledger_calls"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+
+
+def initial_level(
+    policy: ReadPolicy,
+    now: datetime,
+    *,
+    calls_last_two_days: int,
+    snapshot: PacerSnapshot | None = None,
+    calls_since_snapshot: int | None = None,
+) -> float:
+    """The bucket level a new process may start with, never more than a bucket running
+    without the restart would hold, so the any-24-hours bound holds across restarts.
+
+    Two lower bounds of that level, the larger wins: `capacity` minus every call of
+    yesterday and today (UTC, from the ledger), and the predecessor's snapshot refilled
+    since and charged with every call counted since. Without a snapshot the predecessor
+    is taken to have left an empty bucket (a predecessor never overdraws it).
+    """
+    c, r = policy.capacity, policy.rate
+    fresh = c - calls_last_two_days
+    if snapshot is None or calls_since_snapshot is None or snapshot.at > now:
+        return max(0.0, fresh)
+    carried = min(c, snapshot.level + (_ts(now) - _ts(snapshot.at)) * r) - calls_since_snapshot
+    return max(fresh, carried)
+
+
+# --- choosing reads -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGrant:
+    """A read the planner allows now: `scope` near or full, the window it covers, the
+    calls it is expected to take."""
+
+    room: str
+    scope: str
+    window: TimeWindow
+    cost: int
+
+
+@dataclass(slots=True)
+class _Room:
+    near_at: float | None = None
+    full_at: float | None = None
+    changed_at: float | None = None
+    rows: int | None = None
+    paused_until: float = 0.0
+    held: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    room: str
+    scope: str
+    score: float
+    cost: int
+
+
+class ReadPlanner:
+    """Decides, room by room, whether an Ultimo read is due now and which window.
+
+    The caller (one lock around it when threads share it) claims a read with `claim`,
+    charges every call it makes to `bucket`, and reports the outcome with `done`."""
+
+    def __init__(self, policy: ReadPolicy, rooms: Sequence[str], bucket: TokenBucket) -> None:
+        self.policy = policy
+        self.bucket = bucket
+        self._order = {name: i for i, name in enumerate(rooms)}
+        self._rooms = {name: _Room() for name in rooms}
+        self._zone = ZoneInfo(policy.timezone)
+
+    # -- what is known ------------------------------------------------------------
+
+    def load(self, room: str, *, ultimo_read_at: datetime | None, changed_at: datetime | None,
+             rows: int | None) -> None:
+        """Seed a room from the database (a full read at `ultimo_read_at`)."""
+        r = self._rooms[room]
+        r.full_at = r.near_at = None if ultimo_read_at is None else _ts(ultimo_read_at)
+        r.changed_at = None if changed_at is None else _ts(changed_at)
+        r.rows = rows
+
+    def note_change(self, room: str, at: datetime) -> None:
+        """The room changed (on either side): read its near term more often for a while."""
+        self._rooms[room].changed_at = _ts(at)
+
+    def pause(self, room: str, until: datetime) -> None:
+        """A failing room leaves the queue until `until`, so it blocks nobody."""
+        self._rooms[room].paused_until = _ts(until)
+
+    def done(self, grant: ReadGrant, at: datetime, *, ok: bool, rows: int | None = None) -> None:
+        """The granted read finished at `at` (`ok`: it read the window completely)."""
+        r = self._rooms[grant.room]
+        r.held = max(0, r.held - grant.cost)
+        if not ok:
+            return
+        r.near_at = _ts(at)
+        if grant.scope == FULL:
+            r.full_at = r.near_at
+            if rows is not None:
+                r.rows = rows
+
+    # -- windows and costs ---------------------------------------------------------
+
+    def windows(self, now: datetime) -> tuple[TimeWindow, TimeWindow]:
+        """(near-term, full) windows at `now`."""
+        p = self.policy
+        start = utc(now) - timedelta(days=p.past_days)
+        local_today: date = utc(now).astimezone(self._zone).date()
+        near_end = datetime.combine(local_today + timedelta(days=p.near_term_days), time(0), self._zone)
+        full = TimeWindow(start, utc(now) + timedelta(days=p.future_days))
+        near = TimeWindow(start, min(near_end.astimezone(UTC), full.end))
+        return near, full
+
+    def costs(self, room: str, now: datetime) -> tuple[int, int]:
+        """Expected calls for (near-term, full) reads, rows estimated from the last full
+        read spread evenly over the full window (see `calls_for_rows`)."""
+        return self._costs(self._rooms[room], self._near_share(now))
+
+    def _near_share(self, now: datetime) -> float:
+        near, full = self.windows(now)
+        return (near.end - near.start) / (full.end - full.start)
+
+    def _costs(self, r: _Room, share: float) -> tuple[int, int]:
+        if not r.rows:
+            return 1, 1
+        limit = self.policy.page_limit
+        return calls_for_rows(r.rows * share, limit), calls_for_rows(r.rows, limit)
+
+    # -- the decision ---------------------------------------------------------------
+
+    def _boost(self, r: _Room, t: float) -> float:
+        p = self.policy
+        if r.changed_at is None or t < r.changed_at:
+            return 1.0
+        return 1.0 + (p.activity_boost - 1.0) * 0.5 ** ((t - r.changed_at) / p.activity_half_life)
+
+    def candidate(self, room: str, now: datetime, share: float | None = None) -> Candidate | None:
+        """The room's most valuable due read and its value per call, or None (not due, paused).
+        `share`: the near-term window's part of the full one (computed when not given)."""
+        r, t, p = self._rooms[room], _ts(now), self.policy
+        if t < r.paused_until or r.held:
+            return None
+        c_near, c_full = self._costs(r, self._near_share(now) if share is None else share)
+        if r.full_at is None:
+            return Candidate(room, FULL, math.inf, c_full)
+        age_n = t - (r.near_at if r.near_at is not None else r.full_at)
+        age_f = t - r.full_at
+        v_near = age_n * p.near_weight * self._boost(r, t)
+        options = []
+        if age_f >= p.interval_seconds:
+            options.append(Candidate(room, FULL, (v_near + age_f) / c_full, c_full))
+        if age_n >= p.interval_seconds and c_near < c_full:
+            options.append(Candidate(room, NEAR, v_near / c_near, c_near))
+        return max(options, key=lambda c: c.score, default=None)
+
+    def queue(self, now: datetime) -> list[Candidate]:
+        """Every due read, most valuable per call first (ties: configuration order)."""
+        share = self._near_share(now)
+        found = [c for name in self._rooms if (c := self.candidate(name, now, share)) is not None]
+        found.sort(key=lambda c: (-c.score, self._order[c.room]))
+        return found
+
+    def spare(self, now: datetime) -> float:
+        """Tokens reads may still claim now: above the write reserve, not yet held by a claim."""
+        held = sum(r.held for r in self._rooms.values())
+        return self.bucket.level(now) - self.policy.read_reserve - held
+
+    def claim(self, room: str, now: datetime) -> ReadGrant | None:
+        """A read for `room` if one is due and the spare tokens cover every more valuable
+        due read before it; None otherwise. The grant's cost is held until `done`."""
+        spare = self.spare(now)
+        if spare < 1:
+            return None
+        most = self.policy.capacity - self.policy.read_reserve
+        ahead = 0.0
+        for c in self.queue(now):
+            ahead += min(c.cost, most)
+            if ahead > spare:
+                return None
+            if c.room == room:
+                near, full = self.windows(now)
+                self._rooms[room].held = c.cost
+                return ReadGrant(room, c.scope, near if c.scope == NEAR else full, c.cost)
+        return None
+
+    def last_read(self, room: str) -> tuple[datetime | None, datetime | None]:
+        """(near-term, full) read times of `room`."""
+        r = self._rooms[room]
+        return _dt(r.near_at if r.near_at is not None else r.full_at), _dt(r.full_at)
+
+    # -- what the budget allows --------------------------------------------------------
+
+    def estimate(self, now: datetime) -> Estimate:
+        """The staleness each room will have in the steady state (no activity boosts)."""
+        return estimate(self.policy, {name: self.costs(name, now) for name in self._rooms})
+
+
+@dataclass(frozen=True, slots=True)
+class RoomStaleness:
+    room: str
+    near_seconds: float     # longest time between reads of the near-term window
+    far_seconds: float      # ... of the rest of the window
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What the budget allows: reads per day, the calls keeping every room read every
+    interval would need, and the staleness per room."""
+
+    read_calls_per_day: float
+    needed_calls_per_day: float
+    interval_seconds: float
+    rooms: tuple[RoomStaleness, ...] = field(default_factory=tuple)
+
+    @property
+    def fresh(self) -> bool:
+        return self.read_calls_per_day >= self.needed_calls_per_day
+
+    @property
+    def worst(self) -> RoomStaleness:
+        return max(self.rooms, key=lambda r: (r.near_seconds, r.far_seconds))
+
+    def message(self) -> str:
+        """One line an operator can act on."""
+        n = len(self.rooms)
+        w = self.worst
+        if self.fresh:
+            return (f"Ultimo budget allows reading each of {n} rooms every {human(self.interval_seconds)} "
+                    f"({self.needed_calls_per_day:.0f} of {self.read_calls_per_day:.0f} read calls a day)")
+        return (f"Ultimo budget cannot keep {n} rooms fresh: reading each every {human(self.interval_seconds)} "
+                f"needs {self.needed_calls_per_day:.0f} calls a day, {self.read_calls_per_day:.0f} are left for "
+                f"reads; Ultimo-side changes will reach Exchange within about {human(w.near_seconds)} for "
+                f"near-term bookings and {human(w.far_seconds)} further out "
+                "(raise ultimo.daily_call_budget or sync.interval_seconds, or sync fewer rooms)")
+
+
+def estimate(policy: ReadPolicy, costs: dict[str, tuple[int, int]]) -> Estimate:
+    """Steady-state staleness when every read goes to the highest value per call.
+
+    Each read happens when its value per call reaches a common threshold θ; a room's
+    read rate is then proportional to 1/θ, and θ is where the rates add up to the read
+    calls per second left after writes."""
+    p = policy
+    reads_per_s = (p.daily_budget - p.capacity) * (1 - p.write_share) / DAY
+    wn = p.near_weight
+    k_total, shapes = 0.0, {}
+    for room, (cn, cf) in costs.items():
+        if cf <= cn:
+            k = wn + 1.0
+            shapes[room] = (cf / k, cf / k)
+        else:
+            k = wn + cf / (cf - cn / 2)
+            shapes[room] = (cn / wn, cf - cn / 2)
+        k_total += k
+    theta = k_total / reads_per_s if reads_per_s > 0 else math.inf
+    rooms = tuple(
+        RoomStaleness(room, max(p.interval_seconds, theta * a), max(p.interval_seconds, theta * b))
+        for room, (a, b) in shapes.items()
+    )
+    needed = sum(cf for _, cf in costs.values()) * DAY / p.interval_seconds
+    return Estimate(reads_per_s * DAY, needed, p.interval_seconds, rooms)
+
+
+def calls_for_rows(rows: float, page_limit: int) -> int:
+    """Calls one read of `rows` evenly spread rows takes: the client halves a window
+    whose page comes back full (`page_limit` rows) until every page is short."""
+    if rows < page_limit:
+        return 1
+    return 1 + 2 * calls_for_rows(rows / 2, page_limit)
+
+
+def human(seconds: float) -> str:
+    """`45 s`, `12 min`, `3.5 h`, `2.1 days`."""
+    if math.isinf(seconds):
+        return "never"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * DAY:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / DAY:.1f} days"
