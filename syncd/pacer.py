@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.budget import DailyBudget
@@ -186,6 +186,25 @@ def ledger_counts(engine: Engine, since_day: str) -> dict[str, int]:
             return {day: int(calls or 0) for day, calls in rows}
     except SQLAlchemyError as exc:
         raise DatabaseError(f"cannot read the Ultimo budget table: {exc.__class__.__name__}") from exc
+
+
+def start_hold_off(engine: Engine, now: datetime, per_seconds: float = 10.0) -> float:
+    """Seconds a starting process waits before its first Ultimo call, so that its calls
+    and its predecessor's never share one rate-limit window: a new rate limiter knows
+    nothing of the old one, the ledger does. A call goes out at most `per_seconds` after
+    it is counted (the limiter's wait), so two windows after the last count are safe
+    (0 when the ledger never counted a call)."""
+    try:
+        with engine.connect() as conn:
+            last = conn.execute(select(func.max(UltimoBudget.updated_at))).scalar()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot read the Ultimo budget table: {exc.__class__.__name__}") from exc
+    if last is None:
+        return 0.0
+    if last.tzinfo is None:   # a raw MAX() bypasses the column type on some databases
+        last = last.replace(tzinfo=UTC)
+    span = 2 * per_seconds
+    return min(span, max(0.0, span - (now - last).total_seconds()))
 
 
 def last_snapshot(engine: Engine) -> PacerSnapshot | None:

@@ -22,7 +22,7 @@ from sqlalchemy.pool import StaticPool
 from syncd.budget import DailyBudget, RateLimiter
 from syncd.cycle import start_run
 from syncd.errors import BudgetExhausted
-from syncd.pacer import Pacer, PacingWait, last_snapshot, save_snapshot, start_level
+from syncd.pacer import Pacer, PacingWait, last_snapshot, save_snapshot, start_hold_off, start_level
 from syncd.readplan import (
     FULL,
     NEAR,
@@ -296,8 +296,9 @@ class Service:
         self.clock = clock
         self.policy = ReadPolicy.for_budget(budget, per10, interval_seconds=interval)
         level = start_level(engine, self.policy, clock.now())
+        hold_off = start_hold_off(engine, clock.now(), 10.0)
         self.pacer = Pacer(self.policy, rooms, DailyBudget(engine, budget, clock.now), level=level,
-                           now=clock.now, sleep=clock.sleep, max_wait=60)
+                           now=clock.now, sleep=clock.sleep, max_wait=60, hold_off=hold_off)
         self.limiter = RateLimiter(per10, 10.0, clock=clock.mono, sleep=clock.sleep)
         self.run_id = start_run(engine, "service", clock.now())
         self.engine = engine
@@ -364,6 +365,14 @@ def simulate(budget, per10, n_rooms, interval, start, hours, write_chance, write
 
 # No "explain" phase: a failing example is shown as soon as it is shrunk.
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
+
+
+def test_hold_off_is_what_is_left_of_the_window_since_the_last_counted_call():
+    engine = memory_engine()
+    assert start_hold_off(engine, T0) == 0.0           # nothing ever counted
+    DailyBudget(engine, 100, lambda: T0).spend()
+    assert start_hold_off(engine, T0 + timedelta(seconds=3)) == pytest.approx(17.0)
+    assert start_hold_off(engine, T0 + timedelta(seconds=30)) == 0.0
 
 
 def test_restart_right_after_a_burst_waits_out_the_rate_window():
