@@ -80,6 +80,7 @@ class Pacer:
         self._own = 0                       # own calls since the ledger was last observed
         self._seen_day = daily.today()
         self._seen_calls: int | None = None
+        self._local = threading.local()
         self.calls = 0
 
     # --- the budget interface UltimoClient uses ---------------------------------------
@@ -100,6 +101,7 @@ class Pacer:
                     self.calls += n
                     return
                 if self._stopping.is_set() or waited + wait > self.max_wait:
+                    self._local.refused = self.refusals_here() + 1
                     raise PacingWait(
                         f"Ultimo calls are paced to the daily budget: the next call is allowed in {human(wait)}",
                         wait,
@@ -108,6 +110,11 @@ class Pacer:
             wait = max(wait, 0.001)
             self._sleep(wait)
             waited += wait
+
+    def refusals_here(self) -> int:
+        """PacingWait raised in this thread so far (a job compares before and after to tell
+        a paced system from a failing one)."""
+        return int(getattr(self._local, "refused", 0))
 
     def spent_today(self) -> int:
         return self.daily.spent_today()

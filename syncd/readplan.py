@@ -50,6 +50,7 @@ class ReadPolicy:
     activity_boost: float = 4.0         # extra near-term weight of a room that just changed
     activity_half_life: float = 1800.0  # seconds for that boost to halve
     write_share: float = 0.1            # expected share of calls spent on writes (estimates only)
+    split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity < self.daily_budget:
@@ -299,7 +300,7 @@ class ReadPlanner:
         options = []
         if age_f >= p.interval_seconds:
             options.append(Candidate(room, FULL, (v_near + age_f) / c_full, c_full))
-        if age_n >= p.interval_seconds and c_near < c_full:
+        if p.split_reads and age_n >= p.interval_seconds and c_near < c_full:
             options.append(Candidate(room, NEAR, v_near / c_near, c_near))
         return max(options, key=lambda c: c.score, default=None)
 
@@ -395,7 +396,7 @@ def estimate(policy: ReadPolicy, costs: dict[str, tuple[int, int]]) -> Estimate:
     wn = p.near_weight
     k_total, shapes = 0.0, {}
     for room, (cn, cf) in costs.items():
-        if cf <= cn:
+        if cf <= cn or not p.split_reads:
             k = wn + 1.0
             shapes[room] = (cf / k, cf / k)
         else:
