@@ -31,7 +31,8 @@ from typing import Any
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, or_, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from syncd import db, lock
 from syncd.budget import DailyBudget, RateLimiter
@@ -43,6 +44,7 @@ from syncd.health import HealthServer, HealthSnapshot
 from syncd.model import Room
 from syncd.pacer import Pacer, save_snapshot, start_hold_off, start_level
 from syncd.readplan import FULL, NEAR, ReadGrant, ReadPolicy
+from syncd.schema import RoomState
 from syncd.sdnotify import Notifier
 from syncd.service_state import ServiceState
 
@@ -239,6 +241,7 @@ class Service:
                     log.info("service.ultimo_calls_elsewhere", calls=foreign)
             save_snapshot(self._engine, self._run_id, self._pacer.snapshot(), self.state.totals(),
                           status=final, finished_at=self._now() if final else None)
+            record_checks(self._engine, self.state.take_checks())
         except SyncdError as e:
             self.state.count_error("database")
             log.error("service.snapshot_failed", error=str(e))
@@ -332,6 +335,22 @@ class Service:
 
     def snapshot(self) -> HealthSnapshot:
         return self.state.snapshot(self.cfg.ultimo.daily_call_budget)
+
+
+def record_checks(engine: Engine, checks: dict[str, datetime]) -> None:
+    """Store when each room's calendar was last confirmed unchanged (RoomState.exchange_read_at,
+    never moved backwards). Raises DatabaseError."""
+    if not checks:
+        return
+    try:
+        with engine.begin() as conn:
+            for room, at in checks.items():
+                conn.execute(update(RoomState).where(
+                    RoomState.room == room,
+                    or_(RoomState.exchange_read_at.is_(None), RoomState.exchange_read_at < at),
+                ).values(exchange_read_at=at))
+    except SQLAlchemyError as e:
+        raise db.database_error(e, engine.url, "write") from None
 
 
 def _round(v: float | None) -> float | None:

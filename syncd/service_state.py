@@ -90,6 +90,7 @@ class ServiceState:
         self._rooms = {r.mailbox: _RoomView(r, Backoff(self.base, self.cap)) for r in self.rooms}
         self._systems = {s: Backoff(self.base, self.cap) for s in SYSTEMS}
         self._beat: datetime | None = None
+        self._checks: dict[str, datetime] = {}
 
     # --- start ---------------------------------------------------------------------------
 
@@ -145,6 +146,14 @@ class ServiceState:
             self._systems["exchange"].succeeded(now)
             if not changed:
                 self._rooms[room].exchange_at = now     # nothing new: the calendar is as we have it
+                self._checks[room] = now
+
+    def take_checks(self) -> dict[str, datetime]:
+        """Change checks that found nothing new since the last call (room -> when), for the
+        database: a confirmed calendar is as fresh as a read one."""
+        with self._lock:
+            out, self._checks = self._checks, {}
+        return out
 
     def synced(self, room: str, result: RoomResult, grant: ReadGrant | None) -> None:
         now = self.now()

@@ -278,3 +278,52 @@ def test_syncd_run_command_notifies_reports_healthy_and_exits_0_on_sigterm(world
             proc.kill()
             proc.communicate()
         notify.close()
+
+
+# --- syncd status ---------------------------------------------------------------------------------
+
+
+def write_config(world: World, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(world.raw))
+    return path
+
+
+def test_status_shows_rooms_budget_and_whether_the_service_runs(world: World, tmp_path: Path, capfd) -> None:
+    config = write_config(world, tmp_path / "config.yaml")
+    capfd.readouterr()
+    assert main(["--config", str(config), "status"]) == 0
+    out = capfd.readouterr().out
+    assert "not synced yet" in out and "Service: not running (never ran against this database)" in out
+
+    world.ews.book(C25, subject="Team sync", start=at(1, 9), end=at(1, 10))
+    world.ultimo.reserve("C-25", at(1, 9, 30), at(1, 10, 30), description="Clash")   # a conflict to come
+    running = start(quick(world.cfg))
+    try:
+        eventually(lambda: world.open_conflicts(C25), what="the clash to be recorded")
+        eventually(lambda: running.service.state.syncs >= 4, what="a few syncs")
+        capfd.readouterr()
+        main(["--config", str(config), "status"])
+        out = capfd.readouterr().out
+        assert "Service: running, started" in out
+    finally:
+        assert running.stop() == 0
+    capfd.readouterr()
+    main(["--config", str(config), "status"])
+    out = capfd.readouterr().out
+    [c25] = [line for line in out.splitlines() if line.startswith(C25)]
+    assert c25.count("UTC (") == 2 and " ago)" in c25         # both sides read, with their staleness
+    assert "  1  " in c25                                     # one open conflict
+    assert f"Ultimo calls today ({datetime.now(UTC):%Y-%m-%d} UTC): {world.ultimo.calls()} of 10000 used" in out
+    assert "Budget plan: Ultimo budget" in out
+    assert "Service: not running (last run ended" in out and ", ok)" in out
+    assert "Open conflicts: 1" in out
+
+
+def test_status_exits_1_when_a_room_failed(world: World, tmp_path: Path, capfd) -> None:
+    world.ultimo.inject("http503", count=10**6)
+    world.reconcile()
+    config = write_config(world, tmp_path / "config.yaml")
+    capfd.readouterr()
+    assert main(["--config", str(config), "status"]) == 1
+    out = capfd.readouterr().out
+    assert "error: reading Ultimo space C-25" in out
