@@ -14,27 +14,22 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TextIO
 
+from sqlalchemy import Engine
+
 from syncd.config import Config
 from syncd.cycle import RoomResult, SyncEngine, finish_run, start_run
 from syncd.db import open_database
 from syncd.errors import UsageError
+from syncd.lock import acquire
 from syncd.model import Room
 
 
 @contextmanager
-def instance_lock(cfg: Config, engine) -> Iterator[None]:  # noqa: ANN001
-    """Hold the one-instance-per-database lock while writing (a running service holds it too)."""
-    try:
-        from syncd.lock import InstanceLock
-    except ImportError:  # TEMPORARY until lock lands
+def instance_lock(engine: Engine) -> Iterator[None]:
+    """Hold the one-instance-per-database lock while writing (a running service holds it
+    too). Raises AnotherInstanceRunning."""
+    with acquire(engine):
         yield
-        return
-    lock = InstanceLock.for_database(cfg.database.url, engine)
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def select_rooms(sync: SyncEngine, names: list[str] | None) -> list[Room]:
@@ -118,7 +113,7 @@ def reconcile(cfg: Config, *, rooms: list[str] | None = None, dry_run: bool = Fa
         if dry_run:
             results = [sync.sync_room(r, dry_run=True, accept_empty=accept_empty) for r in chosen]
         else:
-            with instance_lock(cfg, engine):
+            with instance_lock(engine):
                 run_id = start_run(engine, "reconcile", datetime.now(UTC))
                 sync.executor.run_id = run_id
                 results = [sync.sync_room(r, accept_empty=accept_empty) for r in chosen]
