@@ -11,11 +11,12 @@ first. A restarted process starts from a level it can prove (`initial_level`).
 
 Choosing. Each room has a near-term window (now - past_days until the end of the
 `near_term_days`-th local day: today and tomorrow by default) and the full window. A
-read's value is the time since each part was last read, the near-term part weighted by
-`near_weight` and by an activity boost that decays with the time since the room last
-changed. A full read covers both parts; a near-term read is worth choosing only where it
-costs fewer calls (rooms with more rows than one Ultimo page). Free tokens go to the
-rooms with the highest value per call, in that order.
+read's value grows with the square of the time since each part was last read, times
+the room's change rate (busier rooms change more), the near-term part weighted by
+`near_weight` and by an activity boost that decays after the room last changed. A full
+read covers both parts; a near-term read is worth choosing only where it costs fewer
+calls (rooms with more rows than one Ultimo page). Free tokens go to the due reads with
+the most value per call, in that order.
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ class ReadPolicy:
     near_term_days: int = 2
     timezone: str = "Europe/Amsterdam"
     page_limit: int = 100
-    capacity: float = 100.0             # bucket size: the largest burst
+    capacity: float = 500.0             # bucket size: the largest burst, the bank for busy hours
     read_reserve: float = 50.0          # tokens reads leave for writes
-    near_weight: float = 6.0            # near-term staleness counts this much more than far
+    read_burst: float = 100.0           # size of the reads' own bucket
+    near_weight: float = 3.0            # near-term staleness counts this much more than far
     activity_boost: float = 4.0         # extra near-term weight of a room that just changed
     activity_half_life: float = 1800.0  # seconds for that boost to halve
-    write_share: float = 0.1            # expected share of calls spent on writes (estimates only)
+    write_share: float = 0.25           # share of the steady rate kept from reads for writes
     split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
+    far_deadline_factor: float = 0.0    # >0: the far horizon waits at most this many uniform-polling periods
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity < self.daily_budget:
@@ -63,12 +66,21 @@ class ReadPolicy:
         """Tokens per second."""
         return (self.daily_budget - self.capacity) / DAY
 
+    @property
+    def read_rate(self) -> float:
+        """Tokens per second reads may take in the steady state: the rest goes to writes,
+        or is banked (up to `capacity`) for the busy hours' writes."""
+        return self.rate * (1 - self.write_share)
+
     @classmethod
     def for_budget(cls, daily_budget: int, calls_per_10s: int, **kw: float | int | str) -> ReadPolicy:
-        """A policy whose bucket suits `daily_budget`: a burst of about one 10-second
-        allowance (at least 2 % of the day, at most 10 %), half of it kept for writes."""
-        capacity = float(max(1, min(daily_budget // 10, max(calls_per_10s, daily_budget // 50))))
-        return cls(daily_budget=daily_budget, capacity=capacity, read_reserve=math.floor(capacity / 2), **kw)  # type: ignore[arg-type]
+        """A policy whose buckets suit `daily_budget`: a bank of a tenth of the day (what
+        the quiet hours save for the busy hours' writes), a tenth of it kept from reads,
+        reads bursting at most a fifth of it."""
+        capacity = float(max(2, round(daily_budget / 10)))
+        return cls(daily_budget=daily_budget, capacity=capacity,  # type: ignore[arg-type]
+                   read_reserve=float(max(1, math.floor(capacity / 10))),
+                   read_burst=float(max(1, round(capacity / 5))), **kw)
 
     @classmethod
     def from_config(cls, cfg: object) -> ReadPolicy:
@@ -101,6 +113,11 @@ class TokenBucket:
         self.rate = rate
         self._level = min(level, capacity)
         self._at = _ts(at)
+
+    @property
+    def at(self) -> datetime:
+        """When the level was last brought up to date."""
+        return datetime.fromtimestamp(self._at, UTC)
 
     def level(self, now: datetime) -> float:
         """Tokens available at `now` (refilled up to then; time never runs backwards here)."""
@@ -197,6 +214,8 @@ class _Room:
     rows: int | None = None
     paused_until: float = 0.0
     held: int = 0
+    cost_key: tuple[int, float] | None = None
+    cost: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,15 +235,24 @@ class ReadPlanner:
     def __init__(self, policy: ReadPolicy, rooms: Sequence[str], bucket: TokenBucket) -> None:
         self.policy = policy
         self.bucket = bucket
+        # Paces reads to their share of the steady rate; the main bucket stays the limit.
+        self.reads = TokenBucket(policy.read_burst, policy.read_rate, policy.read_burst, bucket.at)
         self._order = {name: i for i, name in enumerate(rooms)}
         self._rooms = {name: _Room() for name in rooms}
         self._zone = ZoneInfo(policy.timezone)
+        # The queue is kept for a few seconds (or until something changes): every room
+        # job asks for it, and the order moves slowly.
+        self._version = 0
+        self._queue: tuple[float, int, float, list[Candidate]] | None = None
+        self._queue_ttl = min(5.0, policy.interval_seconds / 12)
+        self._share: tuple[int, float] | None = None
 
     # -- what is known ------------------------------------------------------------
 
     def load(self, room: str, *, ultimo_read_at: datetime | None, changed_at: datetime | None,
              rows: int | None) -> None:
         """Seed a room from the database (a full read at `ultimo_read_at`)."""
+        self._version += 1
         r = self._rooms[room]
         r.full_at = r.near_at = None if ultimo_read_at is None else _ts(ultimo_read_at)
         r.changed_at = None if changed_at is None else _ts(changed_at)
@@ -232,14 +260,17 @@ class ReadPlanner:
 
     def note_change(self, room: str, at: datetime) -> None:
         """The room changed (on either side): read its near term more often for a while."""
+        self._version += 1
         self._rooms[room].changed_at = _ts(at)
 
     def pause(self, room: str, until: datetime) -> None:
         """A failing room leaves the queue until `until`, so it blocks nobody."""
+        self._version += 1
         self._rooms[room].paused_until = _ts(until)
 
     def done(self, grant: ReadGrant, at: datetime, *, ok: bool, rows: int | None = None) -> None:
         """The granted read finished at `at` (`ok`: it read the window completely)."""
+        self._version += 1
         r = self._rooms[grant.room]
         r.held = max(0, r.held - grant.cost)
         if not ok:
@@ -268,16 +299,36 @@ class ReadPlanner:
         return self._costs(self._rooms[room], self._near_share(now))
 
     def _near_share(self, now: datetime) -> float:
-        near, full = self.windows(now)
-        return (near.end - near.start) / (full.end - full.start)
+        slot = int(_ts(now) // 300)        # the share moves by minutes in a month: 5 minutes will do
+        if self._share is None or self._share[0] != slot:
+            near, full = self.windows(now)
+            self._share = (slot, (near.end - near.start) / (full.end - full.start))
+        return self._share[1]
 
     def _costs(self, r: _Room, share: float) -> tuple[int, int]:
         if not r.rows:
             return 1, 1
-        limit = self.policy.page_limit
-        return calls_for_rows(r.rows * share, limit), calls_for_rows(r.rows, limit)
+        if r.cost_key != (r.rows, share):
+            limit = self.policy.page_limit
+            r.cost_key, r.cost = (r.rows, share), (calls_for_rows(r.rows * share, limit), calls_for_rows(r.rows, limit))
+        return r.cost
 
     # -- the decision ---------------------------------------------------------------
+
+    def _rate(self, r: _Room) -> float:
+        """A room's expected change rate, in proportion to its bookings (busier rooms change
+        more often); a room without bookings still gets some."""
+        return ((r.rows or 0) + 10) / self.policy.page_limit
+
+    def far_deadline(self, share: float) -> float:
+        """Seconds after which a room's far horizon is read before anything else: twice the
+        period at which reading every whole window in turn would spend the read budget."""
+        p = self.policy
+        reads_per_day = (p.daily_budget - p.capacity) * (1 - p.write_share)
+        if not p.far_deadline_factor:
+            return 0.0
+        full = sum(self._costs(r, share)[1] for r in self._rooms.values())
+        return max(p.far_deadline_factor * full * DAY / reads_per_day, p.interval_seconds)
 
     def _boost(self, r: _Room, t: float) -> float:
         p = self.policy
@@ -285,36 +336,73 @@ class ReadPlanner:
             return 1.0
         return 1.0 + (p.activity_boost - 1.0) * 0.5 ** ((t - r.changed_at) / p.activity_half_life)
 
-    def candidate(self, room: str, now: datetime, share: float | None = None) -> Candidate | None:
+    def candidate(self, room: str, now: datetime, share: float | None = None,
+                  deadline: float | None = None) -> Candidate | None:
         """The room's most valuable due read and its value per call, or None (not due, paused).
-        `share`: the near-term window's part of the full one (computed when not given)."""
+        `share`: the near-term window's part of the full one; `deadline`: far_deadline()
+        (both computed when not given)."""
         r, t, p = self._rooms[room], _ts(now), self.policy
         if t < r.paused_until or r.held:
             return None
-        c_near, c_full = self._costs(r, self._near_share(now) if share is None else share)
+        share = self._near_share(now) if share is None else share
+        c_near, c_full = self._costs(r, share)
         if r.full_at is None:
             return Candidate(room, FULL, math.inf, c_full)
+        deadline = self.far_deadline(share) if deadline is None else deadline
+        if deadline and t - r.full_at >= deadline:
+            # Overdue far horizon: first in line after rooms never read, oldest first.
+            return Candidate(room, FULL, 1e300 * min(1.0, (t - r.full_at) / (100 * deadline)), c_full)
         age_n = t - (r.near_at if r.near_at is not None else r.full_at)
         age_f = t - r.full_at
-        v_near = age_n * p.near_weight * self._boost(r, t)
+        # Value = weight x change rate x age squared: picking the most value per call then
+        # reads each part at intervals growing with the square root of its cost, which
+        # keeps the mean lag lowest for the calls spent (so the far horizon of a busy room
+        # is not starved by cheap near-term reads elsewhere).
+        lam = self._rate(r)
+        v_near = p.near_weight * self._boost(r, t) * lam * age_n * age_n
+        v_far = lam * age_f * age_f
         options = []
         if age_f >= p.interval_seconds:
-            options.append(Candidate(room, FULL, (v_near + age_f) / c_full, c_full))
+            options.append(Candidate(room, FULL, (v_near + v_far) / c_full, c_full))
         if p.split_reads and age_n >= p.interval_seconds and c_near < c_full:
             options.append(Candidate(room, NEAR, v_near / c_near, c_near))
         return max(options, key=lambda c: c.score, default=None)
 
     def queue(self, now: datetime) -> list[Candidate]:
         """Every due read, most valuable per call first (ties: configuration order)."""
+        t = _ts(now)
+        cached = self._queue
+        if cached is not None and cached[1] == self._version and cached[0] <= t < cached[0] + self._queue_ttl \
+                and t < cached[2]:
+            return cached[3]
         share = self._near_share(now)
-        found = [c for name in self._rooms if (c := self.candidate(name, now, share)) is not None]
+        deadline = self.far_deadline(share)
+        found = [c for name in self._rooms if (c := self.candidate(name, now, share, deadline)) is not None]
         found.sort(key=lambda c: (-c.score, self._order[c.room]))
+        self._queue = (t, self._version, self._next_due(t), found)
         return found
 
+    def _next_due(self, t: float) -> float:
+        """When the next room not due at `t` becomes due (or unpaused)."""
+        soonest = math.inf
+        for r in self._rooms.values():
+            if r.paused_until > t:
+                soonest = min(soonest, r.paused_until)
+            last = r.near_at if r.near_at is not None else r.full_at
+            if last is not None and last + self.policy.interval_seconds > t:
+                soonest = min(soonest, last + self.policy.interval_seconds)
+        return soonest
+
     def spare(self, now: datetime) -> float:
-        """Tokens reads may still claim now: above the write reserve, not yet held by a claim."""
+        """Tokens reads may still claim now: what the reads' own bucket holds, and above the
+        write reserve in the main one, not yet held by a claim. When the main bucket is
+        full, reads may take what would otherwise overflow."""
+        p = self.policy
         held = sum(r.held for r in self._rooms.values())
-        return self.bucket.level(now) - self.policy.read_reserve - held
+        main = self.bucket.level(now) - p.read_reserve - held
+        if self.bucket.level(now) >= 0.95 * p.capacity:
+            return main
+        return min(main, self.reads.level(now))
 
     def claim(self, room: str, now: datetime) -> ReadGrant | None:
         """A read for `room` if one is due and the spare tokens cover every more valuable
@@ -322,7 +410,9 @@ class ReadPlanner:
         spare = self.spare(now)
         if spare < 1:
             return None
-        most = self.policy.capacity - self.policy.read_reserve
+        # A read dearer than any bucket can hold counts as the most it can: it must not
+        # block every other room for ever.
+        most = min(self.policy.capacity - self.policy.read_reserve, self.policy.read_burst)
         ahead = 0.0
         for c in self.queue(now):
             ahead += min(c.cost, most)
@@ -331,6 +421,8 @@ class ReadPlanner:
             if c.room == room:
                 near, full = self.windows(now)
                 self._rooms[room].held = c.cost
+                self._version += 1
+                self.reads.take(c.cost, now)
                 return ReadGrant(room, c.scope, near if c.scope == NEAR else full, c.cost)
         return None
 
@@ -343,7 +435,8 @@ class ReadPlanner:
 
     def estimate(self, now: datetime) -> Estimate:
         """The staleness each room will have in the steady state (no activity boosts)."""
-        return estimate(self.policy, {name: self.costs(name, now) for name in self._rooms})
+        share = self._near_share(now)
+        return estimate(self.policy, {name: (*self._costs(r, share), self._rate(r)) for name, r in self._rooms.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,42 +467,49 @@ class Estimate:
     def message(self) -> str:
         """One line an operator can act on."""
         n = len(self.rooms)
-        w = self.worst
         if self.fresh:
             return (f"Ultimo budget allows reading each of {n} rooms every {human(self.interval_seconds)} "
                     f"({self.needed_calls_per_day:.0f} of {self.read_calls_per_day:.0f} read calls a day)")
+        near = sorted(r.near_seconds for r in self.rooms)
+        far = sorted(r.far_seconds for r in self.rooms)
         return (f"Ultimo budget cannot keep {n} rooms fresh: reading each every {human(self.interval_seconds)} "
                 f"needs {self.needed_calls_per_day:.0f} calls a day, {self.read_calls_per_day:.0f} are left for "
-                f"reads; Ultimo-side changes will reach Exchange within about {human(w.near_seconds)} for "
-                f"near-term bookings and {human(w.far_seconds)} further out "
+                f"reads; Ultimo-side changes will reach Exchange within about {human(near[n // 2])} "
+                f"(busiest room {human(near[-1])}) for near-term bookings and {human(far[n // 2])} "
+                f"({human(far[-1])}) further out "
                 "(raise ultimo.daily_call_budget or sync.interval_seconds, or sync fewer rooms)")
 
 
-def estimate(policy: ReadPolicy, costs: dict[str, tuple[int, int]]) -> Estimate:
-    """Steady-state staleness when every read goes to the highest value per call.
+def estimate(policy: ReadPolicy, rooms: dict[str, tuple[int, int, float]]) -> Estimate:
+    """Steady-state staleness per room when every read goes to the most value per call.
 
-    Each read happens when its value per call reaches a common threshold θ; a room's
-    read rate is then proportional to 1/θ, and θ is where the rates add up to the read
-    calls per second left after writes."""
+    `rooms`: name -> (near-term read calls, full read calls, change rate). A read happens
+    when its value per call (weight x rate x age² / calls) reaches a common threshold θ,
+    so a part costing c calls is read every sqrt(θ c / (weight x rate)) seconds; θ is
+    where the calls add up to what is left for reads after writes."""
     p = policy
     reads_per_s = (p.daily_budget - p.capacity) * (1 - p.write_share) / DAY
     wn = p.near_weight
-    k_total, shapes = 0.0, {}
-    for room, (cn, cf) in costs.items():
+    total, shapes = 0.0, {}
+    for room, (cn, cf, lam) in rooms.items():
         if cf <= cn or not p.split_reads:
             k = wn + 1.0
-            shapes[room] = (cf / k, cf / k)
+            t_near = t_far = math.sqrt(cf / (lam * k))          # times sqrt(θ)
+            total += cf / t_near
         else:
-            k = wn + cf / (cf - cn / 2)
-            shapes[room] = (cn / wn, cf - cn / 2)
-        k_total += k
-    theta = k_total / reads_per_s if reads_per_s > 0 else math.inf
-    rooms = tuple(
-        RoomStaleness(room, max(p.interval_seconds, theta * a), max(p.interval_seconds, theta * b))
+            # Between full reads the near term is read alone; at a full read its age is on
+            # average a third of its interval squared.
+            t_near = math.sqrt(cn / (lam * wn))
+            t_far = math.sqrt((cf - cn / 3) / lam)
+            total += cn / t_near + cf / t_far
+        shapes[room] = (t_near, t_far)
+    root_theta = total / reads_per_s if reads_per_s > 0 else math.inf
+    staleness = tuple(
+        RoomStaleness(room, max(p.interval_seconds, root_theta * a), max(p.interval_seconds, root_theta * b))
         for room, (a, b) in shapes.items()
     )
-    needed = sum(cf for _, cf in costs.values()) * DAY / p.interval_seconds
-    return Estimate(reads_per_s * DAY, needed, p.interval_seconds, rooms)
+    needed = sum(cf for _, cf, _ in rooms.values()) * DAY / p.interval_seconds
+    return Estimate(reads_per_s * DAY, needed, p.interval_seconds, staleness)
 
 
 def calls_for_rows(rows: float, page_limit: int) -> int:
