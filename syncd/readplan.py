@@ -1,13 +1,12 @@
-"""When to read Ultimo: pacing the call budget and choosing whose window is due.
+"""When to read Ultimo: which room's window is due, within what the pacing allows.
 
 Pure: no I/O, no threads, no clock of its own; every time is passed in (aware datetimes).
 
-Pacing. Every Ultimo call, read or write, takes a token from one bucket holding at most
-`capacity` tokens and refilled at `rate = (daily_call_budget - capacity) / 86400` per
-second. A bucket that is never overdrawn lets through at most `capacity + rate * T`
-calls in any T seconds: at most `daily_call_budget` in any 24 hours, whichever 24 hours
-(and so in any UTC day). Reads leave `read_reserve` tokens for writes, so writes go
-first. A restarted process starts from a level it can prove (`initial_level`).
+Pacing (`syncd.bucket`): every Ultimo call takes a token from one bucket whose size and
+rate keep any 24 hours within the daily budget. Reads leave `read_reserve` tokens for
+writes, so writes go first, and have a bucket of their own refilled at their share of
+the rate (`1 - write_share`): the rest is banked, up to the main bucket's size, for the
+writes of the busy hours.
 
 Choosing. Each room has a near-term window (now - past_days until the end of the
 `near_term_days`-th local day: today and tomorrow by default) and the full window. A
@@ -27,7 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from syncd.bucket import PacerSnapshot, TokenBucket, epoch, from_epoch, initial_level
 from syncd.model import TimeWindow, utc
+
+__all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
+           "calls_for_rows", "estimate", "human", "initial_level"]
 
 NEAR = "near"
 FULL = "full"
@@ -53,7 +56,6 @@ class ReadPolicy:
     activity_half_life: float = 1800.0  # seconds for that boost to halve
     write_share: float = 0.25           # share of the steady rate kept from reads for writes
     split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
-    far_deadline_factor: float = 0.0    # >0: the far horizon waits at most this many uniform-polling periods
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity < self.daily_budget:
@@ -91,105 +93,6 @@ class ReadPolicy:
             interval_seconds=float(s.interval_seconds), past_days=s.past_days, future_days=s.future_days,
             near_term_days=s.near_term_days, timezone=u.timezone, page_limit=u.page_limit,
         )
-
-
-# --- the bucket ---------------------------------------------------------------------
-
-
-def _ts(t: datetime) -> float:
-    return utc(t).timestamp()
-
-
-def _dt(t: float | None) -> datetime | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC)
-
-
-class TokenBucket:
-    """`capacity` tokens at most, refilled at `rate` per second; `take` may overdraw (a
-    call made elsewhere, found in the ledger), which later callers then wait out."""
-
-    def __init__(self, capacity: float, rate: float, level: float, at: datetime) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self._level = min(level, capacity)
-        self._at = _ts(at)
-
-    @property
-    def at(self) -> datetime:
-        """When the level was last brought up to date."""
-        return datetime.fromtimestamp(self._at, UTC)
-
-    def level(self, now: datetime) -> float:
-        """Tokens available at `now` (refilled up to then; time never runs backwards here)."""
-        t = _ts(now)
-        if t > self._at:
-            self._level = min(self.capacity, self._level + (t - self._at) * self.rate)
-            self._at = t
-        return self._level
-
-    def take(self, n: float, now: datetime) -> None:
-        """Spend `n` tokens at `now`."""
-        self.level(now)
-        self._level -= n
-
-    def seconds_until(self, need: float, now: datetime) -> float:
-        """Seconds from `now` until `need` tokens are there (0 when they already are);
-        infinite when `need` exceeds the capacity."""
-        have = self.level(now)
-        if have >= need:
-            return 0.0
-        if need > self.capacity:
-            return math.inf
-        return (need - have) / self.rate
-
-
-@dataclass(frozen=True, slots=True)
-class PacerSnapshot:
-    """What a process persists so that its successor can start with a proven level:
-    the bucket's level at `at`, and the ledger's count for `ledger_day` at that moment."""
-
-    level: float
-    at: datetime
-    ledger_day: str
-    ledger_calls: int
-
-    def to_json(self) -> dict[str, object]:
-        return {"level": round(self.level, 3), "at": self.at.isoformat(), "ledger_day": self.ledger_day,
-                "ledger_calls": self.ledger_calls}
-
-    @classmethod
-    def from_json(cls, data: object) -> PacerSnapshot | None:
-        """The snapshot in `data`, or None when it is missing or malformed."""
-        try:
-            d = dict(data)  # type: ignore[call-overload]
-            return cls(float(d["level"]), utc(datetime.fromisoformat(d["at"])), str(d["ledger_day"]),
-                       int(d["ledger_calls"]))
-        except (TypeError, KeyError, ValueError):
-            return None
-
-
-def initial_level(
-    policy: ReadPolicy,
-    now: datetime,
-    *,
-    calls_last_two_days: int,
-    snapshot: PacerSnapshot | None = None,
-    calls_since_snapshot: int | None = None,
-) -> float:
-    """The bucket level a new process may start with, never more than a bucket running
-    without the restart would hold, so the any-24-hours bound holds across restarts.
-
-    Two lower bounds of that level, the larger wins: `capacity` minus every call of
-    yesterday and today (UTC, from the ledger), and the predecessor's snapshot refilled
-    since and charged with every call counted since. Without a snapshot the predecessor
-    is taken to have left an empty bucket (a predecessor never overdraws it).
-    """
-    c, r = policy.capacity, policy.rate
-    fresh = c - calls_last_two_days
-    if snapshot is None or calls_since_snapshot is None or snapshot.at > now:
-        return max(0.0, fresh)
-    carried = min(c, snapshot.level + (_ts(now) - _ts(snapshot.at)) * r) - calls_since_snapshot
-    return max(fresh, carried)
 
 
 # --- choosing reads -----------------------------------------------------------------
@@ -254,19 +157,19 @@ class ReadPlanner:
         """Seed a room from the database (a full read at `ultimo_read_at`)."""
         self._version += 1
         r = self._rooms[room]
-        r.full_at = r.near_at = None if ultimo_read_at is None else _ts(ultimo_read_at)
-        r.changed_at = None if changed_at is None else _ts(changed_at)
+        r.full_at = r.near_at = None if ultimo_read_at is None else epoch(ultimo_read_at)
+        r.changed_at = None if changed_at is None else epoch(changed_at)
         r.rows = rows
 
     def note_change(self, room: str, at: datetime) -> None:
         """The room changed (on either side): read its near term more often for a while."""
         self._version += 1
-        self._rooms[room].changed_at = _ts(at)
+        self._rooms[room].changed_at = epoch(at)
 
     def pause(self, room: str, until: datetime) -> None:
         """A failing room leaves the queue until `until`, so it blocks nobody."""
         self._version += 1
-        self._rooms[room].paused_until = _ts(until)
+        self._rooms[room].paused_until = epoch(until)
 
     def done(self, grant: ReadGrant, at: datetime, *, ok: bool, rows: int | None = None) -> None:
         """The granted read finished at `at` (`ok`: it read the window completely)."""
@@ -275,7 +178,7 @@ class ReadPlanner:
         r.held = max(0, r.held - grant.cost)
         if not ok:
             return
-        r.near_at = _ts(at)
+        r.near_at = epoch(at)
         if grant.scope == FULL:
             r.full_at = r.near_at
             if rows is not None:
@@ -299,7 +202,7 @@ class ReadPlanner:
         return self._costs(self._rooms[room], self._near_share(now))
 
     def _near_share(self, now: datetime) -> float:
-        slot = int(_ts(now) // 300)        # the share moves by minutes in a month: 5 minutes will do
+        slot = int(epoch(now) // 300)        # the share moves by minutes in a month: 5 minutes will do
         if self._share is None or self._share[0] != slot:
             near, full = self.windows(now)
             self._share = (slot, (near.end - near.start) / (full.end - full.start))
@@ -320,38 +223,22 @@ class ReadPlanner:
         more often); a room without bookings still gets some."""
         return ((r.rows or 0) + 10) / self.policy.page_limit
 
-    def far_deadline(self, share: float) -> float:
-        """Seconds after which a room's far horizon is read before anything else: twice the
-        period at which reading every whole window in turn would spend the read budget."""
-        p = self.policy
-        reads_per_day = (p.daily_budget - p.capacity) * (1 - p.write_share)
-        if not p.far_deadline_factor:
-            return 0.0
-        full = sum(self._costs(r, share)[1] for r in self._rooms.values())
-        return max(p.far_deadline_factor * full * DAY / reads_per_day, p.interval_seconds)
-
     def _boost(self, r: _Room, t: float) -> float:
         p = self.policy
         if r.changed_at is None or t < r.changed_at:
             return 1.0
         return 1.0 + (p.activity_boost - 1.0) * 0.5 ** ((t - r.changed_at) / p.activity_half_life)
 
-    def candidate(self, room: str, now: datetime, share: float | None = None,
-                  deadline: float | None = None) -> Candidate | None:
+    def candidate(self, room: str, now: datetime, share: float | None = None) -> Candidate | None:
         """The room's most valuable due read and its value per call, or None (not due, paused).
-        `share`: the near-term window's part of the full one; `deadline`: far_deadline()
-        (both computed when not given)."""
-        r, t, p = self._rooms[room], _ts(now), self.policy
+        `share`: the near-term window's part of the full one (computed when not given)."""
+        r, t, p = self._rooms[room], epoch(now), self.policy
         if t < r.paused_until or r.held:
             return None
         share = self._near_share(now) if share is None else share
         c_near, c_full = self._costs(r, share)
         if r.full_at is None:
             return Candidate(room, FULL, math.inf, c_full)
-        deadline = self.far_deadline(share) if deadline is None else deadline
-        if deadline and t - r.full_at >= deadline:
-            # Overdue far horizon: first in line after rooms never read, oldest first.
-            return Candidate(room, FULL, 1e300 * min(1.0, (t - r.full_at) / (100 * deadline)), c_full)
         age_n = t - (r.near_at if r.near_at is not None else r.full_at)
         age_f = t - r.full_at
         # Value = weight x change rate x age squared: picking the most value per call then
@@ -370,14 +257,13 @@ class ReadPlanner:
 
     def queue(self, now: datetime) -> list[Candidate]:
         """Every due read, most valuable per call first (ties: configuration order)."""
-        t = _ts(now)
+        t = epoch(now)
         cached = self._queue
         if cached is not None and cached[1] == self._version and cached[0] <= t < cached[0] + self._queue_ttl \
                 and t < cached[2]:
             return cached[3]
         share = self._near_share(now)
-        deadline = self.far_deadline(share)
-        found = [c for name in self._rooms if (c := self.candidate(name, now, share, deadline)) is not None]
+        found = [c for name in self._rooms if (c := self.candidate(name, now, share)) is not None]
         found.sort(key=lambda c: (-c.score, self._order[c.room]))
         self._queue = (t, self._version, self._next_due(t), found)
         return found
@@ -429,7 +315,7 @@ class ReadPlanner:
     def last_read(self, room: str) -> tuple[datetime | None, datetime | None]:
         """(near-term, full) read times of `room`."""
         r = self._rooms[room]
-        return _dt(r.near_at if r.near_at is not None else r.full_at), _dt(r.full_at)
+        return from_epoch(r.near_at if r.near_at is not None else r.full_at), from_epoch(r.full_at)
 
     # -- what the budget allows --------------------------------------------------------
 
