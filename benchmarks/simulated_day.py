@@ -12,8 +12,11 @@ finds the Ultimo-side changes inside the window it read.
 
 Lag is the time from a change on one side to its write on the other, per direction,
 split by where the booking lies: near-term (before the end of tomorrow, local time) or
-further out. Beside it, the same day with uniform polling: every room's whole window
-read in turn, as often as the calls left after the same writes allow.
+further out. Three ways to spend the same budget on the same day: "planned" (near-term
+and whole-window reads, as the planner chooses), "whole windows" (the planner, every
+read of the whole window: what the service does while the cycle cannot read part of a
+window) and "uniform" (every room's whole window in turn, as often as the calls left
+after the same writes allow, spread over the UTC day).
 
     python benchmarks/simulated_day.py [--rooms 200] [--budget 5000] [--seed 1]
 """
@@ -28,7 +31,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -250,17 +253,28 @@ def main(argv: list[str] | None = None) -> int:
     day = datetime(2026, 3, 3, tzinfo=ZONE).astimezone(UTC).timestamp()     # a Tuesday, local midnight
     policy = ReadPolicy.for_budget(args.budget, args.per10, interval_seconds=float(args.interval),
                                    past_days=1, future_days=30, near_term_days=2, timezone="Europe/Amsterdam")
-    rooms, changes = make_world(random.Random(args.seed), args.rooms, day, 2, 30, args.exchange_changes,
-                                args.ultimo_changes)
+
+    def scenario() -> tuple[list[Room], list[Change]]:
+        return make_world(random.Random(args.seed), args.rooms, day, 2, 30, args.exchange_changes,
+                          args.ultimo_changes)
+
+    def lag_table(changes: list[Change]) -> dict[tuple[str, bool], tuple[list[float], int]]:
+        return {(s, n): lags(changes, s, n, day + DAY) for s in ("exchange", "ultimo") for n in (True, False)}
+
+    rooms, changes = scenario()
     calls = run_planned(rooms, changes, day, policy, args.per10, warmup=6 * 3600)
     in_day = [t for t in calls.times if day <= t < day + DAY]
-    planned = {(s, n): lags(changes, s, n, day + DAY) for s in ("exchange", "ultimo") for n in (True, False)}
+    planned = lag_table(changes)
     writes = sum(1 for c in changes if c.side == "exchange")
 
-    _, fresh_changes = make_world(random.Random(args.seed), args.rooms, day, 2, 30, args.exchange_changes,
-                                  args.ultimo_changes)
-    period = run_uniform(rooms, fresh_changes, day, policy, writes)
-    uniform = {(s, n): lags(fresh_changes, s, n, day + DAY + DAY) for s in ("exchange", "ultimo") for n in (True, False)}
+    rooms_w, changes_w = scenario()
+    run_planned(rooms_w, changes_w, day, replace(policy, split_reads=False), args.per10, warmup=6 * 3600)
+    whole = lag_table(changes_w)
+
+    rooms_u, changes_u = scenario()
+    period = run_uniform(rooms_u, changes_u, day, policy, writes)
+    uniform = lag_table(changes_u)
+
     est = Pacer(policy, [f"r{i}" for i in range(len(rooms))], DailyBudget(None, policy.daily_budget),
                 level=0).planner
     for i, r in enumerate(rooms):
@@ -270,22 +284,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulated day: {args.rooms} rooms, Ultimo budget {args.budget}/day and {args.per10}/10 s, "
           f"checks every {args.interval} s, window 1 + 30 days, near term = today and tomorrow")
     print(f"churn: {writes} Exchange-side and {len(changes) - writes} Ultimo-side changes; "
-          f"{sum(r.rows for r in rooms)} bookings in the window; a full read takes 1-{max(costs)} calls "
+          f"{sum(r.rows for r in rooms)} bookings in the window; a whole-window read takes 1-{max(costs)} calls "
           f"(mean {statistics.mean(costs):.2f})")
     print()
-    print(f"Ultimo calls in the day: {len(in_day)} of {args.budget} ({writes} writes, {len(in_day) - writes} reads; "
-          f"largest in any 24 h: {calls.most_in(DAY)}); largest in any 10 s: {calls.most_in(10.0)} of {args.per10}")
+    print(f"Ultimo calls in the day: {len(in_day)} of {args.budget} ({writes} writes, {len(in_day) - writes} reads); "
+          f"largest in any 24 h: {calls.most_in(DAY)}; largest in any 10 s: {calls.most_in(10.0)} of {args.per10}")
     print(f"  (a steady day leaves the pacing bank of {policy.capacity:.0f} unspent: that is what keeps any 24 h,"
           " not only each UTC day, within the budget)")
     print()
-    print(f"{'lag, change -> other side':34}{'planned p50':>13}{'p95':>9}{'uniform p50':>14}{'p95':>9}"
-          f"{'n':>7}{'left':>6}")
+    head = "lag from a change to the other side"
+    print(f"{head:36}{'planned':>17}{'whole windows':>17}{'uniform':>17}{'changes':>9}")
+    print(f"{'':36}{'p50 / p95':>17}{'p50 / p95':>17}{'p50 / p95':>17}{'(left)':>9}")
     for side, label in (("exchange", "Exchange -> Ultimo"), ("ultimo", "Ultimo -> Exchange")):
         for near, where in ((True, "near-term"), (False, "far horizon")):
-            a, left = planned[(side, near)]
-            b, _ = uniform[(side, near)]
-            print(f"{label + ', ' + where:34}{fmt(pct(a, .5)):>13}{fmt(pct(a, .95)):>9}"
-                  f"{fmt(pct(b, .5)):>14}{fmt(pct(b, .95)):>9}{len(a) + left:>7}{left:>6}")
+            cells = []
+            for table in (planned, whole, uniform):
+                values, _ = table[(side, near)]
+                cells.append(f"{fmt(pct(values, .5))} / {fmt(pct(values, .95))}")
+            done, left = planned[(side, near)]
+            print(f"{label + ', ' + where:36}{cells[0]:>17}{cells[1]:>17}{cells[2]:>17}"
+                  f"{len(done) + left:>6} ({left})")
     print()
     print(f"uniform polling reads each room's whole window every {human(period)}, spending all "
           f"{args.budget - writes} calls left after the writes (per UTC day, no bound over any 24 h)")

@@ -262,19 +262,22 @@ class Service:
         state = self.state
         if not state.may_run(room.mailbox, ("exchange",)):
             return
-        first = state.exchange_unread(room.mailbox)
         try:
-            changed = sync.exchange_changed(room) or first
+            changed = sync.exchange_changed(room)
         except CalendarError as e:
             state.failed(room.mailbox, "exchange" if isinstance(e, SYSTEM_FAILURES) else None, str(e))
             return
-        state.exchange_checked(room.mailbox, changed)
-        grant = pacer.claim(room.mailbox) if state.may_run(room.mailbox, ("ultimo",)) else None
-        if not changed and grant is None:
-            log.debug("room.checked", room=room.mailbox)
-            return
         if changed:
             pacer.note_change(room.mailbox)
+        # The check has moved the stored sync state on: a change it saw is remembered
+        # ("dirty") until a read of the calendar succeeds. Every room starts dirty.
+        dirty = state.exchange_checked(room.mailbox, changed)
+        if not state.may_run(room.mailbox, ("ultimo",)):
+            return          # Exchange-side changes would be written to Ultimo: wait for it
+        grant = pacer.claim(room.mailbox)
+        if not dirty and grant is None:
+            log.debug("room.checked", room=room.mailbox)
+            return
         lags = state.lags(room.mailbox)
         refused = pacer.refusals_here()
         kwargs: dict[str, Any] = {}
@@ -282,13 +285,12 @@ class Service:
             kwargs["ultimo_window"] = grant.window
         # An Ultimo read comes with an Exchange read: an event is created in Exchange only
         # when Exchange was read too (Exchange does not refuse a double booking).
-        result = sync.sync_room(room, read_exchange=changed or grant is not None, read_ultimo=grant is not None,
-                                **kwargs)
+        result = sync.sync_room(room, read_exchange=True, read_ultimo=grant is not None, **kwargs)
         paced = pacer.refusals_here() > refused
         if grant is not None:
             pacer.done(grant, ok=result.ultimo_read,
                        rows=result.ultimo_count if grant.scope == FULL else None)
-        self._record(room, result, grant, paced=paced, lags=lags, changed=changed)
+        self._record(room, result, grant, paced=paced, lags=lags, changed=dirty)
 
     def _record(self, room: Room, result: RoomResult, grant: ReadGrant | None, *, paced: bool,
                 lags: dict[str, float | None], changed: bool) -> None:

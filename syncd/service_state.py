@@ -65,7 +65,7 @@ class _RoomView:
     room: Room
     backoff: Backoff
     exchange_at: datetime | None = None
-    exchange_read: bool = False          # read in full since start
+    exchange_dirty: bool = True          # a change seen by a check (or start) not yet read
     open_conflicts: int = 0
     halted: str | None = None
     started: datetime | None = None      # the running job's start
@@ -125,10 +125,6 @@ class ServiceState:
                 return False
             return not any(self._systems[s].blocked(now) for s in systems)
 
-    def exchange_unread(self, room: str) -> bool:
-        with self._lock:
-            return not self._rooms[room].exchange_read
-
     def lags(self, room: str) -> dict[str, float | None]:
         """How old each side's information is (seconds; None: never read)."""
         now = self.now()
@@ -140,13 +136,18 @@ class ServiceState:
 
     # --- outcomes -----------------------------------------------------------------------
 
-    def exchange_checked(self, room: str, changed: bool) -> None:
+    def exchange_checked(self, room: str, changed: bool) -> bool:
+        """A change check succeeded; gives whether the calendar must be read (a change
+        seen now or before and not read yet)."""
         now = self.now()
         with self._lock:
             self._systems["exchange"].succeeded(now)
-            if not changed:
-                self._rooms[room].exchange_at = now     # nothing new: the calendar is as we have it
+            view = self._rooms[room]
+            view.exchange_dirty = view.exchange_dirty or changed
+            if not view.exchange_dirty:
+                view.exchange_at = now     # nothing new: the calendar is as we have it
                 self._checks[room] = now
+            return view.exchange_dirty
 
     def take_checks(self) -> dict[str, datetime]:
         """Change checks that found nothing new since the last call (room -> when), for the
@@ -163,7 +164,7 @@ class ServiceState:
             self.writes.update({k: v for k, v in result.writes.items() if v})
             view.open_conflicts, view.halted = result.conflicts_open, result.halted
             if result.exchange_read:
-                view.exchange_at, view.exchange_read = now, True
+                view.exchange_at, view.exchange_dirty = now, False
                 self._systems["exchange"].succeeded(now)
             ultimo_writes = sum(v for k, v in result.writes.items() if k.startswith("ultimo_"))
             if result.ultimo_read or (ultimo_writes and result.failed_system != "ultimo"):

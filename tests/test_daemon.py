@@ -182,9 +182,15 @@ def test_a_failing_system_backs_off_reports_unhealthy_then_recovers(world: World
         [ultimo] = [s for s in snap.systems if s.name == "ultimo"]
         assert ultimo.backoff_until is not None and ultimo.consecutive_failures >= 3
         assert running.service.state.errors["ultimo"] >= 3 and running.service.state.errors["room"] == 0
+        # A change in Exchange during the outage: checked (and the sync state moved on) but
+        # not lost; it crosses once Ultimo answers again.
+        checks = world.ews.calls(op="SyncFolderItems")
+        world.ews.book(C25, subject="During the outage", start=at(1, 9), end=at(1, 10))
+        eventually(lambda: world.ews.calls(op="SyncFolderItems") >= checks + 4, what="change checks")
         world.ultimo.faults.clear()
         eventually(lambda: running.service.snapshot().healthy, what="recovery")
         eventually(lambda: [e for e in world.exchange_view(D12) if e.stamp], what="the reservation in Exchange")
+        eventually(lambda: world.ultimo.reservations("C-25"), what="the outage's Exchange booking in Ultimo")
     finally:
         assert running.stop() == 0
 
