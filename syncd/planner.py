@@ -55,7 +55,7 @@ Actions come out ordered: db, cancellations, moves, creates; each by start, then
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from syncd.model import (
     CHANGED_ON_BOTH_SIDES,
@@ -464,13 +464,24 @@ class _Planner:
         return True
 
     def _room_free(self, start: datetime, end: datetime, own: str | None) -> bool:
+        """True when this pass's Ultimo read shows nothing within reach of [start, end).
+
+        Ultimo counts preparation and cleanup on both sides of a clash, and the new booking
+        gets the space's buffers too; they are not known in advance, so the largest seen on
+        the room's reservations stands in for them."""
         w = self.s.ultimo_window
         if self.s.ultimo is None or w is None or not w.contains(start, end):
             return False
+        zero = timedelta(0)
+        prep = max((r.start - r.start_with_preparation for r in self.reservations.values()
+                    if r.start_with_preparation), default=zero)
+        cleanup = max((r.end_with_cleanup - r.end for r in self.reservations.values()
+                       if r.end_with_cleanup), default=zero)
+        want_start, want_end = start - max(prep, zero), end + max(cleanup, zero)
         for r in self.reservations.values():
             r_start = r.start_with_preparation or r.start
             r_end = r.end_with_cleanup or r.end
-            if r.ultimo_id != own and r_start < end and r_end > start:
+            if r.ultimo_id != own and r_start < want_end and r_end > want_start:
                 return False
         return True
 
