@@ -390,7 +390,9 @@ class Executor:
             entry_id = self._begin(s, room, link, "exchange", "move", {
                 "item_id": a.item_id, "start": a.start.isoformat(), "end": a.end.isoformat()}).id
         try:
-            ref = self.calendar.move_event(room.mailbox, a.item_id, a.change_key, a.start, a.end)
+            ref = self._with_fresh_key(room, a.link_id, a.item_id, a.change_key,
+                                       lambda ck: self.calendar.move_event(room.mailbox, a.item_id, ck,
+                                                                           a.start, a.end))
         except (StaleChangeKey, EventGone) as e:
             # Someone edited or removed it since we read it: never overwrite blindly; the
             # next read sees the newer state and plans again.
@@ -433,9 +435,14 @@ class Executor:
             entry_id = self._begin(s, room, link, "exchange", "decline",
                                    {"item_id": a.item_id, "reason": a.reason}).id
         try:
-            self.calendar.decline(room.mailbox, a.item_id, a.change_key, a.reason)
+            self._with_fresh_key(room, a.link_id, a.item_id, a.change_key,
+                                 lambda ck: self.calendar.decline(room.mailbox, a.item_id, ck, a.reason))
         except EventGone:
             pass
+        except StaleChangeKey as e:
+            self._failed(entry_id, e)
+            log.info("exchange.decline_skipped", room=room.mailbox, booking=a.booking_key, reason="changed")
+            return
         except CalendarError as e:
             self._failed(entry_id, e)
             result.errors.append(f"decline Exchange meeting {a.booking_key}: {e}")
@@ -443,6 +450,25 @@ class Executor:
             return
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["exchange_declined"] += 1
+
+    def _with_fresh_key(self, room: Room, link_id: int | None, item_id: str, change_key: str,
+                        write: Callable[[str], Any]) -> Any:
+        """Run `write(change_key)`; on a stale change key, retry once with the current key
+        if the item's times are still those syncd last synced (the key churned: a sibling
+        occurrence was written, the booking assistant touched it). A real edit is never
+        overwritten: then StaleChangeKey propagates and the next read plans again."""
+        try:
+            return write(change_key)
+        except StaleChangeKey:
+            fresh = self.calendar.get_event(room.mailbox, item_id)
+            with self.sessions() as s:
+                link = s.get(Link, link_id) if link_id is not None else None
+                synced = (link.start, link.end) if link is not None else None
+            if fresh is None:
+                raise EventGone(f"{room.mailbox}: item vanished while syncd wrote it") from None
+            if synced is None or (fresh.start, fresh.end) != synced:
+                raise
+            return write(fresh.change_key)
 
     def _tombstoned(self, room: Room, link_id: int | None, key: str, entry_id: int, result: ApplyResult) -> None:
         with self.sessions.begin() as s:
