@@ -9,8 +9,8 @@ Ultimo "covers" = its window contains them. "Past" = end <= now; past means read
 
 | row                        | situation                                                  | plan                         |
 |----------------------------|------------------------------------------------------------|------------------------------|
-| mass_cancellation_guard    | a read returned 0 bookings, the last had some, active     | nothing; `halted` = reason   |
-|                            | links lie in that window                                   |                              |
+| mass_cancellation_guard    | a read returned 0 bookings, the last had some, 2 or more   | nothing; `halted` = reason   |
+|                            | active links lie in that window                            |                              |
 | first_run_pair             | unlinked event and unlinked reservation, same start & end  | LinkPair (one-to-one)        |
 | pending_pair               | link without Ultimo side; equal unlinked reservation       | LinkPair(link_id)            |
 | exchange_new               | unlinked, unstamped, live, future event                    | CreateReservation            |
@@ -91,6 +91,10 @@ from syncd.plan import (
 
 PRESENT, GONE, UNKNOWN, MISSING = "present", "gone", "unknown", "missing"
 DECLINE_REASON = "reservation cancelled in Ultimo"
+# A side emptied at once is taken for a bad read only when it would cancel at least this
+# many linked bookings: one booking cancelled is indistinguishable from, and far more
+# likely than, a broken read, and the cancellation cap still applies.
+MASS_MINIMUM = 2
 _RANK = {LinkPair: 0, RefreshLink: 0, Tombstone: 0, CancelReservation: 1, RemoveEvent: 1, DeclineEvent: 1,
          MoveReservation: 2, MoveEvent: 2, CreateReservation: 3, CreateEvent: 3}
 
@@ -120,14 +124,14 @@ def mass_cancellation_reason(s: RoomSnapshot) -> str | None:
         w = s.exchange_window
         if not any(w.overlaps(e.start, e.end) for e in s.exchange):
             at_risk = [lk for lk in active if (lk.exchange_key or lk.exchange_item_id) and w.overlaps(lk.start, lk.end)]
-            if at_risk:
+            if len(at_risk) >= MASS_MINIMUM:
                 return (f"Exchange returned no bookings for {s.room.mailbox} (last read: "
                         f"{s.previous_exchange_count}); {len(at_risk)} linked booking(s) would be cancelled")
     if s.ultimo is not None and s.ultimo_window is not None and (s.previous_ultimo_count or 0) > 0:
         w = s.ultimo_window
         if not any(w.overlaps(r.start, r.end) for r in s.ultimo):
             at_risk = [lk for lk in active if lk.ultimo_id and w.contains(lk.start, lk.end)]
-            if at_risk:
+            if len(at_risk) >= MASS_MINIMUM:
                 return (f"Ultimo returned no reservations for space {s.room.space_id} (last read: "
                         f"{s.previous_ultimo_count}); {len(at_risk)} linked booking(s) would be cancelled")
     return None
