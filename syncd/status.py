@@ -50,15 +50,17 @@ def _service_line(cfg: Config, last_run: Any, now: datetime) -> str:
     try:
         held = lock.acquire(cfg.database.url)
     except AnotherInstanceRunning:
-        since = f", started {_when(last_run.started_at, now)}" if last_run is not None else ""
-        return f"Service: running{since}"
+        if last_run is not None and last_run.finished_at is None:
+            return f"Service: running, started {_when(last_run.started_at, now)}"
+        return "Service: not running; another syncd process (a reconcile?) holds the instance lock"
     except SyncdError:
         return "Service: unknown (the instance lock cannot be checked)"
     held.release()
     if last_run is None:
         return "Service: not running (never ran against this database)"
-    ended = last_run.finished_at or last_run.started_at
-    return f"Service: not running (last run ended {_when(ended, now)}, {last_run.status})"
+    if last_run.finished_at is None:
+        return f"Service: not running (the last run, started {_when(last_run.started_at, now)}, did not stop cleanly)"
+    return f"Service: not running (last run ended {_when(last_run.finished_at, now)}, {last_run.status})"
 
 
 def cmd_status(cfg: Config, args: Any, *, out: TextIO | None = None, now: datetime | None = None) -> int:
