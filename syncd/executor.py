@@ -92,6 +92,10 @@ SYSTEM_FAILURES: tuple[type[Exception], ...] = (
     CalendarUnreachable, CalendarAuthError, CalendarThrottled,
 )
 
+# How far from the intended times an interrupted create is looked for when a person may
+# have moved the reservation before syncd started again.
+SETTLE_REACH = timedelta(days=31)
+
 WRITE_KEYS = ("ultimo_created", "ultimo_moved", "ultimo_cancelled", "exchange_created", "exchange_moved",
               "exchange_removed", "exchange_declined", "linked")
 
@@ -249,7 +253,8 @@ class Executor:
                 s.flush()
             entry = self._begin(s, room, link, "ultimo", "create", {
                 "external_id": a.new.external_id, "space_id": a.new.space_id, "start": a.new.start.isoformat(),
-                "end": a.new.end.isoformat(), "description": a.new.description})
+                "end": a.new.end.isoformat(), "description": a.new.description,
+                "applicant_id": a.new.applicant_id})
             entry_id, link_id = entry.id, link.id
         try:
             ultimo_id = self.ultimo.create_reservation(a.new)
@@ -554,13 +559,23 @@ class Executor:
         return settled
 
     def _settle_ultimo_create(self, room: Room, entry: JournalEntry, p: dict[str, Any]) -> None:
+        """Find the reservation an interrupted create may have made: an unlinked one with the
+        intended times and description; failing that (a person moved it meanwhile), the one
+        unlinked reservation with the intended description and applicant nearby."""
         start, end = datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"])
-        window = TimeWindow(start - timedelta(minutes=1), end + timedelta(minutes=1))
-        found = self.ultimo.get_reservations(p["space_id"], window)
-        with self.sessions.begin() as s:
+        near = self.ultimo.get_reservations(p["space_id"], TimeWindow(start - timedelta(minutes=1),
+                                                                      end + timedelta(minutes=1)))
+        with self.sessions() as s:
             linked = set(s.scalars(select(Link.ultimo_id).where(Link.ultimo_id.is_not(None))))
-            match = next((r for r in found if r.start == start and r.end == end and r.ultimo_id not in linked
-                          and (r.description or "") == (p.get("description") or "")), None)
+        same = [r for r in near if r.ultimo_id not in linked and (r.description or "") == p.get("description", "")]
+        match = next((r for r in same if r.start == start and r.end == end), None)
+        if match is None:
+            wide = self.ultimo.get_reservations(p["space_id"], TimeWindow(start - SETTLE_REACH, end + SETTLE_REACH))
+            alike = [r for r in wide if r.ultimo_id not in linked
+                     and (r.description or "") == p.get("description", "")
+                     and (not p.get("applicant_id") or r.applicant_id == p["applicant_id"])]
+            match = alike[0] if len(alike) == 1 else None
+        with self.sessions.begin() as s:
             link = s.get(Link, entry.link_id) if entry.link_id is not None else None
             if match is not None and link is not None:
                 link.ultimo_id = match.ultimo_id
