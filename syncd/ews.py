@@ -55,7 +55,7 @@ from syncd.ews_convert import (
     write_zone,
 )
 from syncd.logs import get_logger
-from syncd.model import Event, EventRef, NewEvent, SyncCheck, TimeWindow, utc
+from syncd.model import Event, EventRef, NewEvent, SyncCheck, TimeWindow, event_uid_for, utc
 
 log = get_logger("syncd.ews")
 
@@ -172,16 +172,16 @@ class EwsCalendar:
                 existing = self._stamped(calendar, event.stamp)
                 if existing:
                     log.info("ews_create_took_effect", mailbox=mailbox, stamp=event.stamp)
-                    return EventRef(existing[0].item_id, existing[0].change_key)
+                    return EventRef(existing[0].item_id, existing[0].change_key, existing[0].key)
             tz = write_zone(event.start, event.end, self._tz)
             item = CalendarItem(
                 account=calendar.account, folder=calendar, subject=event.subject,
                 start=to_ews(event.start, tz), end=to_ews(event.end, tz),
                 is_all_day=False, legacy_free_busy_status="Busy", reminder_is_set=False,
-                body=event.body or None, **{STAMP_FIELD: event.stamp},
+                body=event.body or None, uid=event_uid_for(event.stamp), **{STAMP_FIELD: event.stamp},
             )
             item.save(send_meeting_invitations=SEND_TO_NONE)
-            return EventRef(item.id, item.changekey)
+            return EventRef(item.id, item.changekey, event_uid_for(event.stamp))
 
         return self._run(mailbox, "create_event", op)
 

@@ -384,6 +384,7 @@ class Executor:
             link = s.get(Link, link_id)
             assert link is not None
             link.exchange_item_id, link.exchange_change_key = ref.item_id, ref.change_key
+            link.exchange_key = ref.key or link.exchange_key
             self._finish(s, entry_id, "done")
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
         result.writes["exchange_created"] += 1
@@ -414,6 +415,7 @@ class Executor:
             if link is not None:
                 _advance(link, a.start, a.end)
                 link.exchange_item_id, link.exchange_change_key = ref.item_id, ref.change_key
+            link.exchange_key = ref.key or link.exchange_key
             self._finish(s, entry_id, "done")
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
         result.writes["exchange_moved"] += 1

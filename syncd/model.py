@@ -89,6 +89,7 @@ class EventRef:
 
     item_id: str
     change_key: str
+    key: str | None = None   # the event's stable key, when the backend knows it at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,12 @@ def external_id_for(mailbox: str, event_key: str) -> str:
 def stamp_for_reservation(ultimo_id: str) -> str:
     """The stamp syncd writes on an event it creates for an Ultimo reservation."""
     return f"syncd:u:{ultimo_id}"
+
+
+def event_uid_for(stamp: str) -> str:
+    """The iCalendar UID syncd gives an event it creates: fixed by the stamp, so the event's
+    key is known when it is written, without reading it back."""
+    return "syncd-" + short_hash(stamp, length=32)
 
 
 def synced_hash(start: datetime, end: datetime) -> str:

@@ -103,8 +103,10 @@ def exit_status(results: list[RoomResult]) -> int:
 
 
 def reconcile(cfg: Config, *, rooms: list[str] | None = None, dry_run: bool = False, accept_empty: bool = False,
-              out: TextIO = sys.stdout, sync: SyncEngine | None = None) -> tuple[int, list[RoomResult]]:
-    """Run one reconcile; gives the exit status and the per-room results."""
+              out: TextIO | None = None, sync: SyncEngine | None = None) -> tuple[int, list[RoomResult]]:
+    """Run one reconcile; gives the exit status and the per-room results (printed to `out`,
+    standard output by default)."""
+    out = out if out is not None else sys.stdout
     engine = sync.engine if sync is not None else open_database(cfg)
     own = sync is None
     sync = sync or SyncEngine.from_config(cfg, engine)
