@@ -51,6 +51,7 @@ from syncd.errors import (
     UltimoTransient,
 )
 from syncd.model import (
+    CHANGED_ON_BOTH_SIDES,
     REJECTED_BY_ULTIMO,
     RESERVATION_IN_PAST,
     ROOM_UNAVAILABLE,
@@ -91,6 +92,8 @@ SYSTEM_FAILURES: tuple[type[Exception], ...] = (
     UltimoTransient, UltimoAuthError, UltimoNotFound, BudgetExhausted,
     CalendarUnreachable, CalendarAuthError, CalendarThrottled,
 )
+
+CONFLICT_KINDS = (ROOM_UNAVAILABLE, RESERVATION_IN_PAST, CHANGED_ON_BOTH_SIDES, REJECTED_BY_ULTIMO)
 
 # How far from the intended times an interrupted create is looked for when a person may
 # have moved the reservation before syncd started again.
@@ -149,12 +152,15 @@ class Executor:
         result = ApplyResult()
         now = self.clock()
         with self.sessions.begin() as s:
+            for key in plan.resolved:
+                result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=key, now=now)
             for info in plan.conflicts:
                 before = _open_count(s, room.mailbox, info.booking_key, info.kind)
                 conflicts.record(s, room=room.mailbox, space_id=room.space_id, info=info, link_id=None, now=now)
                 result.conflicts_new += 0 if before else 1
-            for key in plan.resolved:
-                result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=key, now=now)
+                # The booking's newest problem replaces the older ones (whose cause is gone).
+                result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=info.booking_key, now=now,
+                                                     kinds=[k for k in CONFLICT_KINDS if k != info.kind])
         down: set[str] = set()
         for action in plan.actions:
             if action.side in down:

@@ -94,6 +94,24 @@ def print_results(results: list[RoomResult], *, dry_run: bool, out: TextIO) -> N
         print("dry run: nothing was written to Ultimo, Exchange or the links", file=out)
 
 
+def sync_rooms(sync: SyncEngine, rooms: list[Room], *, dry_run: bool, accept_empty: bool) -> list[RoomResult]:
+    """Sync each room in turn. Once a system cannot be reached or refuses the credentials,
+    the remaining rooms are not tried against it: one cause, one message, no wasted calls."""
+    results: list[RoomResult] = []
+    down: str | None = None
+    for room in rooms:
+        if down is not None:
+            skipped = RoomResult(room, unreachable=True)
+            skipped.errors.append(f"not synced: {down} is unavailable (see above)")
+            results.append(skipped)
+            continue
+        result = sync.sync_room(room, dry_run=dry_run, accept_empty=accept_empty)
+        if result.unreachable and result.failed_system:
+            down = "Ultimo" if result.failed_system == "ultimo" else "Exchange"
+        results.append(result)
+    return results
+
+
 def exit_status(results: list[RoomResult]) -> int:
     if any(r.unreachable for r in results):
         return 3
@@ -113,12 +131,12 @@ def reconcile(cfg: Config, *, rooms: list[str] | None = None, dry_run: bool = Fa
     try:
         chosen = select_rooms(sync, rooms)
         if dry_run:
-            results = [sync.sync_room(r, dry_run=True, accept_empty=accept_empty) for r in chosen]
+            results = sync_rooms(sync, chosen, dry_run=True, accept_empty=accept_empty)
         else:
             with instance_lock(engine):
                 run_id = start_run(engine, "reconcile", datetime.now(UTC))
                 sync.executor.run_id = run_id
-                results = [sync.sync_room(r, accept_empty=accept_empty) for r in chosen]
+                results = sync_rooms(sync, chosen, dry_run=False, accept_empty=accept_empty)
                 finish_run(engine, run_id, results, datetime.now(UTC))
     finally:
         if own:
