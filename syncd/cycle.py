@@ -65,6 +65,7 @@ class RoomResult:
     seconds: float = 0.0
     exchange_count: int | None = None     # bookings seen by this pass's reads
     ultimo_count: int | None = None
+    ultimo_whole: bool = False            # Ultimo was read over the whole sync window
 
     @property
     def ok(self) -> bool:
@@ -168,16 +169,20 @@ class SyncEngine:
     # --- one pass ---------------------------------------------------------------------
 
     def sync_room(self, room: Room, *, read_exchange: bool = True, read_ultimo: bool = True,
-                  dry_run: bool = False, accept_empty: bool = False) -> RoomResult:
+                  dry_run: bool = False, accept_empty: bool = False,
+                  ultimo_window: TimeWindow | None = None) -> RoomResult:
         """Gather, plan, apply and record for `room`. Never raises for a per-room failure:
-        failures are in RoomResult.errors (and `failed_system`)."""
+        failures are in RoomResult.errors (and `failed_system`).
+
+        `ultimo_window`: read Ultimo only there (the service's near-term reads); by default
+        the whole sync window. Nothing is concluded about reservations outside it."""
         with self._room_locks[room.mailbox]:
             started = time.monotonic()
             cal0, ult0 = self.calendar.calls, self.ultimo.calls
             result = RoomResult(room)
             try:
                 self._sync(room, result, read_exchange=read_exchange, read_ultimo=read_ultimo, dry_run=dry_run,
-                           accept_empty=accept_empty)
+                           accept_empty=accept_empty, ultimo_window=ultimo_window)
             except SyncdError as e:
                 result.errors.append(str(e))
                 self._note_failure(result, e)
@@ -195,7 +200,7 @@ class SyncEngine:
             return result
 
     def _sync(self, room: Room, result: RoomResult, *, read_exchange: bool, read_ultimo: bool,
-              dry_run: bool, accept_empty: bool) -> None:
+              dry_run: bool, accept_empty: bool, ultimo_window: TimeWindow | None) -> None:
         if self.executor.pending(room):
             if dry_run:
                 result.plan_lines.append("(interrupted writes are pending; a real run settles them first)")
@@ -205,7 +210,9 @@ class SyncEngine:
         window = self.window(now)
         links = self._links(room, window)
         exchange = self._read_exchange(room, window, links, now, result) if read_exchange else None
-        ultimo = self._read_ultimo(room, window, links, now, result) if read_ultimo else None
+        u_window = ultimo_window or window
+        ultimo = self._read_ultimo(room, u_window, links, now, result) if read_ultimo else None
+        result.ultimo_whole = ultimo is not None and ultimo_window is None
         with self.sessions() as s:
             state = s.get(RoomState, room.mailbox)
             # --accept-empty: the operator confirmed that an emptied room is real.
@@ -218,7 +225,7 @@ class SyncEngine:
                                 exchange=tuple(exchange) if exchange is not None else None,
                                 exchange_window=window if exchange is not None else None,
                                 ultimo=tuple(ultimo) if ultimo is not None else None,
-                                ultimo_window=window if ultimo is not None else None,
+                                ultimo_window=u_window if ultimo is not None else None,
                                 open_conflicts=open_conflicts, previous_exchange_count=prev_ex,
                                 previous_ultimo_count=prev_ul)
         plan = plan_room(snapshot, self.policy)
@@ -273,7 +280,7 @@ class SyncEngine:
             # moved past `future_days` is a move, not a cancellation.
             ids = {r.ultimo_id for r in found}
             missing = [lk for lk in links if lk.state == LINK_ACTIVE and lk.ultimo_id and lk.end > now
-                       and lk.ultimo_id not in ids]
+                       and window.contains(lk.start, lk.end) and lk.ultimo_id not in ids]
             if missing:
                 beyond = TimeWindow(window.end, window.end + HORIZON_BEYOND)
                 wanted = {lk.ultimo_id for lk in missing}
@@ -340,7 +347,7 @@ class SyncEngine:
                     row.exchange_seen = ex_count
             if result.ultimo_read:
                 row.ultimo_read_at = now
-                if ul_count is not None and not result.halted:
+                if ul_count is not None and not result.halted and result.ultimo_whole:
                     row.ultimo_seen = ul_count
             if any(result.writes.values()):
                 row.last_change_at = now

@@ -17,14 +17,13 @@ only when; what a sync does is `syncd.cycle.SyncEngine.sync_room`, as for reconc
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,7 +99,6 @@ class Service:
         self._sync: SyncEngine | None = None
         self._engine: Engine | None = None
         self._run_id: int | None = None
-        self._window_kw = False
         self._last_snapshot = 0.0
 
     # --- control ---------------------------------------------------------------------
@@ -162,11 +160,7 @@ class Service:
         assert engine is not None
         now = self._now()
         names = [r.mailbox for r in self.rooms]
-        self._window_kw = "ultimo_window" in inspect.signature(SyncEngine.sync_room).parameters
         policy = ReadPolicy.from_config(self.cfg)
-        if not self._window_kw:
-            # The cycle reads only whole windows: every Ultimo read is a full one.
-            policy = replace(policy, split_reads=False)
         hold_off = self.options.hold_off if self.options.hold_off is not None else start_hold_off(engine, now)
         pacer = Pacer(policy, names, DailyBudget(engine, self.cfg.ultimo.daily_call_budget),
                       level=start_level(engine, policy, now), sleep=self.stop_event.wait,
@@ -281,7 +275,7 @@ class Service:
         lags = state.lags(room.mailbox)
         refused = pacer.refusals_here()
         kwargs: dict[str, Any] = {}
-        if grant is not None and grant.scope == NEAR and self._window_kw:
+        if grant is not None and grant.scope == NEAR:
             kwargs["ultimo_window"] = grant.window
         # An Ultimo read comes with an Exchange read: an event is created in Exchange only
         # when Exchange was read too (Exchange does not refuse a double booking).
