@@ -239,6 +239,14 @@ class Executor:
                              now=self.clock())
         result.conflicts_new += 0 if before else 1
 
+    def _give_up(self, entry_id: int, e: Exception, what: str, side: str, result: ApplyResult, *,
+                 drop_link: bool = False) -> None:
+        """A write failed: settle its journal row, report it, and stop writing to `side`
+        for this room when the whole system is failing."""
+        self._failed(entry_id, e, drop_link=drop_link)
+        result.errors.append(f"{what}: {e}")
+        self._system_check(e, side)
+
     def _system_check(self, error: Exception, side: str) -> None:
         if isinstance(error, SYSTEM_FAILURES):
             raise SideDown(f"{side}: {error}") from error
@@ -273,9 +281,7 @@ class Executor:
             self._rejected(room, a, e, result)
             return
         except UltimoError as e:
-            self._failed(entry_id, e, drop_link=True)
-            result.errors.append(f"create Ultimo reservation for {a.booking_key}: {e}")
-            self._system_check(e, "ultimo")
+            self._give_up(entry_id, e, f"create Ultimo reservation for {a.booking_key}", "ultimo", result, drop_link=True)
             return
         with self.sessions.begin() as s:
             link = s.get(Link, link_id)
@@ -323,9 +329,7 @@ class Executor:
             self._rejected(room, a, e, result)
             return
         except UltimoError as e:
-            self._failed(entry_id, e)
-            result.errors.append(f"move Ultimo reservation {a.ultimo_id}: {e}")
-            self._system_check(e, "ultimo")
+            self._give_up(entry_id, e, f"move Ultimo reservation {a.ultimo_id}", "ultimo", result)
             return
         with self.sessions.begin() as s:
             link = s.get(Link, a.link_id)
@@ -352,9 +356,7 @@ class Executor:
             # refusal here means there is nothing left to cancel.
             log.warning("ultimo.cancel_refused", room=room.mailbox, ultimo_id=a.ultimo_id, code=e.code)
         except UltimoError as e:
-            self._failed(entry_id, e)
-            result.errors.append(f"cancel Ultimo reservation {a.ultimo_id}: {e}")
-            self._system_check(e, "ultimo")
+            self._give_up(entry_id, e, f"cancel Ultimo reservation {a.ultimo_id}", "ultimo", result)
             return
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["ultimo_cancelled"] += 1
@@ -412,9 +414,7 @@ class Executor:
             log.info("exchange.move_skipped", room=room.mailbox, booking=a.booking_key, reason=type(e).__name__)
             return
         except CalendarError as e:
-            self._failed(entry_id, e)
-            result.errors.append(f"move Exchange event {a.booking_key}: {e}")
-            self._system_check(e, "exchange")
+            self._give_up(entry_id, e, f"move Exchange event {a.booking_key}", "exchange", result)
             return
         with self.sessions.begin() as s:
             link = s.get(Link, a.link_id)
@@ -435,9 +435,7 @@ class Executor:
         except EventGone:
             pass  # already gone: the outcome we wanted
         except CalendarError as e:
-            self._failed(entry_id, e)
-            result.errors.append(f"remove Exchange event {a.booking_key}: {e}")
-            self._system_check(e, "exchange")
+            self._give_up(entry_id, e, f"remove Exchange event {a.booking_key}", "exchange", result)
             return
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["exchange_removed"] += 1
@@ -457,9 +455,7 @@ class Executor:
             log.info("exchange.decline_skipped", room=room.mailbox, booking=a.booking_key, reason="changed")
             return
         except CalendarError as e:
-            self._failed(entry_id, e)
-            result.errors.append(f"decline Exchange meeting {a.booking_key}: {e}")
-            self._system_check(e, "exchange")
+            self._give_up(entry_id, e, f"decline Exchange meeting {a.booking_key}", "exchange", result)
             return
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["exchange_declined"] += 1
