@@ -6,14 +6,13 @@ person helpers; what syncd did is read back from the sandboxes and the database.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 import yaml
@@ -47,10 +46,7 @@ def syncd(world: World, capsys: pytest.CaptureFixture[str], *args: str, **change
     path = world.folder / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     capsys.readouterr()
-    # reconcile() binds `out=sys.stdout` when its module is imported, so it writes to
-    # whatever stdout was then (test_reconcile_output_goes_to_the_current_stdout).
-    with patch.dict(reconcile_cmd.reconcile.__kwdefaults__, {"out": sys.stdout}):
-        status = main(["--config", str(path), *args])
+    status = main(["--config", str(path), *args])
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -194,9 +190,6 @@ def test_a_failed_read_of_one_room_fails_that_room_only(world: World, capsys) ->
 
 def test_a_clash_is_reported_in_every_format_and_resolves_when_the_room_frees(world: World, capsys) -> None:
     clash = world.ultimo.reserve("C-25", at(1, 9), at(1, 10), description="Cleaning")
-    # Another reservation keeps the space from looking emptied when the clash is cancelled
-    # (see test_cancelling_the_only_reservation_of_a_room_does_not_stop_the_room).
-    world.ultimo.reserve("C-25", at(3, 9), at(3, 10), description="Window cleaning")
     subject = "<b>Budget & plans</b>"
     world.ews.book(C25, subject=subject, start=at(1, 9, 30), end=at(1, 10, 30), organizer="bob@example.com")
 
@@ -226,10 +219,9 @@ def test_a_clash_is_reported_in_every_format_and_resolves_when_the_room_frees(wo
     world.ultimo.cancel(clash)
     status, out, _ = syncd(world, capsys, "reconcile")
     assert status == 0 and "1 resolved" in line_for(out, C25)
-    meeting = next(b for b in world.exchange_view(C25) if b.subject == subject)
-    [res] = world.reservations_for_booking(C25, meeting.key)
+    [res] = world.ultimo.reservations("C-25")
     assert (res["start"], res["end"]) == (at(1, 9, 30), at(1, 10, 30))
-    assert not any(b.stamp == stamp_for_reservation(clash) for b in world.exchange_view(C25))
+    assert stamped(world, C25) == []
     status, listed, _ = syncd(world, capsys, "conflicts", "list")
     assert "No open conflicts" in listed
     with world.db.connect() as conn:
@@ -374,3 +366,131 @@ def test_a_room_emptied_at_once_is_halted_and_nothing_is_cancelled(world: World,
     assert len(world.ultimo.reservations("C-25")) == 3
     assert world.ultimo.calls("cancel") == 0
     assert len(world.ultimo.reservations("D-12")) == 2        # the other room goes on
+
+
+# --- regressions: bugs test_sync_properties found (each failed before its fix) ---------------
+
+
+def test_room_unavailable_is_not_retried_on_every_pass(world: World, capsys) -> None:
+    """A meeting that clashes only through Ultimo's buffers (10 min preparation and cleanup)
+    gets 1015 once; the planner must not think the room free and ask again every pass."""
+    world.ultimo.reserve("C-25", at(1, 10, 15), at(1, 11), description="Cleaning")
+    world.ews.book(C25, subject="Budget", start=at(1, 9), end=at(1, 10))
+
+    for _ in range(3):
+        status, out, _ = syncd(world, capsys, "reconcile")
+        assert status == 0, out
+
+    assert world.ultimo.calls("create") == 1, "the refused create was sent again on every pass"
+    [conflict] = world.open_conflicts(C25)
+    assert conflict.kind == "room_unavailable"
+
+
+def test_declining_every_occurrence_of_a_series_takes_one_pass(world: World, capsys) -> None:
+    """Each decline of an occurrence renews its siblings' change keys; the others must still
+    be declined in the same pass, without errors."""
+    world.ews.book(C25, subject="Stand-up", start=at(1, 8), end=at(1, 8, 15), recurrence=Recurrence(kind="daily", count=3))
+    syncd(world, capsys, "reconcile")
+    for res in world.ultimo.reservations("C-25"):
+        world.ultimo.cancel(res["ultimo_id"])
+
+    status, out, _ = syncd(world, capsys, "reconcile")
+
+    assert status == 0, out
+    assert "3 declined" in line_for(out, C25)
+    assert world.exchange_view(C25) == []
+
+
+def test_moving_every_occurrence_of_a_series_in_ultimo_takes_one_pass(world: World, capsys) -> None:
+    world.ews.book(C25, subject="Stand-up", start=at(1, 8), end=at(1, 8, 15), recurrence=Recurrence(kind="daily", count=3))
+    syncd(world, capsys, "reconcile")
+    for res in world.ultimo.reservations("C-25"):
+        world.ultimo.move(res["ultimo_id"], res["start"] + (at(1, 11) - at(1, 8)), res["end"] + (at(1, 11) - at(1, 8)))
+
+    status, out, _ = syncd(world, capsys, "reconcile")
+
+    assert status == 0, out
+    assert "3 moved" in line_for(out, C25)
+    assert [b.start for b in world.exchange_view(C25)] == [at(d, 11) for d in (1, 2, 3)]
+
+
+def test_killed_after_an_ultimo_create_then_moved_by_a_person_books_once(world: World, capsys) -> None:
+    """The reservation syncd created just before it died is moved in Ultimo before syncd
+    starts again: settling must still find it, not book the meeting a second time."""
+    world.ews.book(C25, subject="Budget", start=at(1, 9), end=at(1, 10))
+    key = world.exchange_view(C25)[0].key
+    world.switch.arm(1, "after")
+    with pytest.raises(Killed):
+        world.reconcile()
+    [made] = world.ultimo.reservations("C-25")
+    world.ultimo.move(made["ultimo_id"], at(1, 14), at(1, 15))
+
+    status, out, _ = syncd(world, capsys, "reconcile")
+
+    assert status == 0, out
+    assert len(world.reservations_for_booking(C25, key)) == 1, "two live reservations for one Outlook meeting"
+    assert stamped(world, C25) == [], "syncd's own reservation was copied back to Exchange"
+
+
+def test_cancelling_the_only_reservation_of_a_room_does_not_stop_the_room(world: World, capsys) -> None:
+    """The clash of the interface's example: the room's only Ultimo reservation clashes with
+    an Outlook meeting; once it is cancelled the meeting gets the room. One cancellation is
+    not a mass cancellation, and must not halt the room."""
+    clash = world.ultimo.reserve("C-25", at(1, 9), at(1, 10), description="Cleaning")
+    world.ews.book(C25, subject="Budget", start=at(1, 9, 30), end=at(1, 10, 30))
+    syncd(world, capsys, "reconcile")
+    assert [c.kind for c in world.open_conflicts(C25)] == ["room_unavailable"]
+
+    world.ultimo.cancel(clash)
+    status, out, _ = syncd(world, capsys, "reconcile")
+
+    assert status == 0, out
+    assert "HALTED" not in out
+    assert [(r["start"], r["end"]) for r in world.ultimo.reservations("C-25")] == [(at(1, 9, 30), at(1, 10, 30))]
+    assert world.open_conflicts(C25) == []
+    assert stamped(world, C25) == []
+
+
+def test_ultimo_unreachable_is_reported_once(world: World, capsys) -> None:
+    """One clear line for one cause, not one per room (and no attempt per room)."""
+    world.ultimo.stop()
+    status, out, err = syncd(world, capsys, "reconcile")
+    assert status == 3
+    assert len([line for line in (out + err).splitlines() if "cannot reach Ultimo" in line]) == 1, out + err
+
+
+def test_a_link_is_complete_after_the_pass_that_created_its_event(world: World, capsys) -> None:
+    """Fixpoint: the pass after the one that created an event changes no link."""
+    world.ultimo.reserve("C-25", at(2, 14), at(2, 15), description="Inspection")
+    syncd(world, capsys, "reconcile")
+    [link] = world.links(C25)
+    [ev] = stamped(world, C25)
+    assert link.exchange_key == ev.key
+
+
+def test_a_1015_conflict_resolves_when_the_booking_is_changed_on_both_sides(world: World, capsys) -> None:
+    """A room_unavailable conflict whose cause is gone must not stay open beside the
+    booking's newer changed_on_both_sides conflict."""
+    item = world.ews.book(C25, subject="Budget", start=at(1, 9), end=at(1, 10))
+    blocker = world.ultimo.reserve("C-25", at(1, 13), at(1, 14), description="Cleaning")
+    syncd(world, capsys, "reconcile")
+    [res] = world.reservations_for_booking(C25, world.exchange_view(C25)[0].key)
+    world.ews.move(C25, item, at(1, 13), at(1, 14))            # onto the blocker: 1015
+    syncd(world, capsys, "reconcile")
+    assert [c.kind for c in world.open_conflicts(C25)] == ["room_unavailable"]
+
+    world.ultimo.cancel(blocker)                                # the room is free again,
+    world.ultimo.move(res["ultimo_id"], at(1, 16), at(1, 17))   # and Ultimo moved it elsewhere
+    syncd(world, capsys, "reconcile")
+
+    assert [c.kind for c in world.open_conflicts(C25)] == ["changed_on_both_sides"]
+
+
+def test_reconcile_output_goes_to_the_current_stdout(world: World) -> None:
+    """reconcile() must print to sys.stdout as it is when called, not when imported."""
+    world.ews.book(C25, subject="Budget", start=at(1, 9), end=at(1, 10))
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        status, _ = reconcile_cmd.reconcile(world.cfg)
+    assert status == 0
+    assert C25 in buffer.getvalue()

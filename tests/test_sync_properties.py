@@ -9,9 +9,11 @@ is killed between a remote write and its commit, then started again on the same 
 
 After every step that ends with clean reconciles (no faults), the machine checks:
 
-- fixpoint: clean passes become quiet (no write request to either sandbox, links and
-  conflicts unchanged) at the latest on the second pass after the first, and the first
-  pass after nothing but change-key churn and renames writes nothing at all (no echo);
+- fixpoint: the second clean pass sends no write request to either sandbox (unless the
+  first freed a room by cancelling or moving, so that a refused booking may now be made)
+  and the third at the latest leaves links and conflicts unchanged (change keys of series
+  occurrences aside: writing one occurrence renews its siblings'); the first pass after
+  nothing but change-key churn and renames writes nothing at all (no echo);
 - convergence: every active link's two sides agree on times with its stored times, except
   bookings with an open conflict;
 - one link per booking: every future Exchange booking and every active reservation is in
@@ -57,25 +59,8 @@ configure("error", "console")
 SPACE = dict(ROOMS)
 ROOM = st.sampled_from([m for m, _ in ROOMS])
 # Whole quarter hours in Europe/Amsterdam, from tomorrow: (day, hour, minute, minutes long).
-# Known bugs, each pinned by a failing test in test_reconcile_e2e.py. While one is listed
-# here the machine steers around it; delete the entry once the bug is fixed.
-KNOWN_BUGS = frozenset({
-    # test_room_unavailable_is_not_retried_on_every_pass: the planner thinks a room is free
-    # when a booking only clashes through its own buffers; quarter hours make that common.
-    "1015-retried-every-pass",
-    # test_declining_every_occurrence_of_a_series_takes_one_pass (and _moving_): each write
-    # to one occurrence gives its siblings new change keys, so one occurrence per pass.
-    "one-occurrence-per-pass",
-    # test_a_link_is_complete_after_the_pass_that_created_its_event: the link of an event
-    # syncd created learns the event's key (its UID) only on the next pass.
-    "key-learned-next-pass",
-    # test_a_1015_conflict_resolves_when_the_booking_is_changed_on_both_sides: a booking's
-    # stale room_unavailable stays open beside its newer changed_on_both_sides conflict.
-    "stale-1015-beside-other-conflict",
-})
-GRID = 30 if "1015-retried-every-pass" in KNOWN_BUGS else 15
-SLOT = st.tuples(st.integers(1, 4), st.integers(8, 17), st.sampled_from(range(0, 60, GRID)),
-                 st.sampled_from([m for m in (15, 30, 45, 60, 90) if m % GRID == 0]))
+SLOT = st.tuples(st.integers(1, 4), st.integers(8, 17), st.sampled_from([0, 15, 30, 45]),
+                 st.sampled_from([15, 30, 45, 60, 90]))
 SEED_DAY = 8                      # equal bookings on both sides before the first run live here
 ANCHOR_DAY, ANCHOR = 9, "Anchor"  # one such pair per room that no rule touches
 WRITE_LINE = re.compile(r"^(create|move|cancel|remove|decline) ")
@@ -101,8 +86,7 @@ def _link_changes(before: tuple, after: tuple) -> set[str]:
     for lid in old.keys() & new.keys():
         for name, a, b in zip(LINK_FIELDS, old[lid], new[lid], strict=True):
             if a != b:
-                # A link of syncd's own event learns the event's key one pass late.
-                changed.add("learned key" if name == "key" and a is None and old[lid][5] else name)
+                changed.add(name)
     if before[1] != after[1]:
         changed.add("conflicts")
     if before[2] != after[2]:
@@ -112,7 +96,7 @@ def _link_changes(before: tuple, after: tuple) -> set[str]:
 
 # Link changes a quiet pass may still make: a write to one occurrence of a series renews
 # its siblings' change keys, which only the next read shows.
-QUIET_CHANGES = {"change_key"} | ({"learned key"} if "key-learned-next-pass" in KNOWN_BUGS else set())
+QUIET_CHANGES = {"change_key"}
 
 
 class Reconciler(RuleBasedStateMachine):
@@ -416,13 +400,12 @@ class Reconciler(RuleBasedStateMachine):
         books, or a known bug), then every property of a settled world."""
         w = self.world
         churn_only = self.churn_only
-        passes = 6 if "one-occurrence-per-pass" in KNOWN_BUGS else 3
+        passes = 3
         freed = False
         for attempt in range(1, passes + 1):
             calls, db = w.write_calls(), self._db_state(seen=False)
             results = self._guarded_pass()
-            errors = [e for r in results for e in r.errors
-                      if not ("one-occurrence-per-pass" in KNOWN_BUGS and "changed since it was read" in e)]
+            errors = [e for r in results for e in r.errors]
             assert not errors, f"a clean pass failed: {errors}"
             wrote = [x - y for x, y in zip(w.write_calls(), calls, strict=True)]
             done = {k for r in results for k, v in r.writes.items() if v}
@@ -432,9 +415,7 @@ class Reconciler(RuleBasedStateMachine):
                 # Fixpoint: what the first clean pass left is what it could not know yet:
                 # a room it freed itself by cancelling or moving a reservation (a 1015 is retried
                 # once a read shows the room free).
-                ultimo_ok = freed
-                exchange_ok = "one-occurrence-per-pass" in KNOWN_BUGS
-                assert (wrote[0] == 0 or exchange_ok) and (wrote[1] == 0 or ultimo_ok), (
+                assert wrote[0] == 0 and (wrote[1] == 0 or freed), (
                     f"the second clean pass still sent {wrote} writes (Exchange, Ultimo): {sorted(done)}")
             freed = bool(done & {"ultimo_cancelled", "ultimo_moved"})
             changes = _link_changes(db, self._db_state(seen=False))
@@ -514,9 +495,6 @@ class Reconciler(RuleBasedStateMachine):
             # no stale conflicts: an open 1015 means the room is taken at those times
             for c in conflicts:
                 if c.kind != ROOM_UNAVAILABLE or c.start is None or c.end is None:
-                    continue
-                if "stale-1015-beside-other-conflict" in KNOWN_BUGS and any(
-                        o.booking_key == c.booking_key and o.kind != c.kind for o in conflicts):
                     continue
                 b = by_key.get(c.booking_key)
                 start, end = (b.start, b.end) if b is not None else (c.start, c.end)
