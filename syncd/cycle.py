@@ -29,7 +29,7 @@ from syncd import conflicts
 from syncd.calendar import RoomCalendar
 from syncd.config import Config
 from syncd.db import session_factory
-from syncd.errors import CalendarError, SyncdError, UltimoError
+from syncd.errors import CalendarError, CredentialsError, SyncdError, UltimoError, UnreachableError
 from syncd.executor import SYSTEM_FAILURES, WRITE_KEYS, Executor
 from syncd.model import MASS_CANCELLATION, ConflictInfo, Event, Reservation, Room, TimeWindow
 from syncd.plan import LinkView, OpenConflict, Plan, Policy, RoomSnapshot
@@ -295,8 +295,6 @@ class SyncEngine:
 
     @staticmethod
     def _note_failure(result: RoomResult, e: Exception, side: str | None = None) -> None:
-        from syncd.errors import CredentialsError, UnreachableError
-
         if side is None:
             side = "ultimo" if isinstance(e, UltimoError) else "exchange" if isinstance(e, CalendarError) else None
         if isinstance(e, SYSTEM_FAILURES) and side:
