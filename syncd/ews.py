@@ -363,7 +363,7 @@ class EwsCalendar:
                 if attempt >= self._reconnect_attempts:
                     raise CalendarUnreachable(
                         f"EWS at {self._cfg.endpoint} unreachable for {mailbox} ({what}) after "
-                        f"{attempt + 1} attempts: {_brief(e)}") from e
+                        f"{attempt + 1} attempts: {_root_cause(e)}") from e
                 wait = RECONNECT_FIRST_WAIT * 2**attempt
                 log.warning("ews_reconnect", mailbox=mailbox, op=what, attempt=attempt + 1, wait=wait,
                             error=_brief(e))
@@ -424,6 +424,29 @@ def _raise_if_error(item: T) -> T:
 
 def _short(item_id: str) -> str:
     return item_id if len(item_id) <= 24 else f"{item_id[:10]}…{item_id[-10:]}"
+
+
+def _root_cause(e: BaseException) -> str:
+    """The innermost socket-level reason (e.g. "Connection refused"), else a brief text."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    found: OSError | None = None
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.strerror:
+            found = cur
+        cur = cur.__cause__ or cur.__context__
+        if cur is None and found is None:
+            args = getattr(e, "args", ())
+            inner = next((a for a in args if isinstance(a, BaseException)), None)
+            cur = inner if inner is not None and id(inner) not in seen else None
+    if found is not None:
+        return found.strerror or _brief(e)
+    text = _brief(e)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset"):
+        if marker.lower() in text.lower():
+            return marker
+    return text
 
 
 def _brief(e: Exception) -> str:
