@@ -5,7 +5,7 @@ both call this; the scheduler only decides when, and which sides to read.
              events missing from it) and/or Ultimo; load links and open conflicts
     plan     syncd.planner.plan_room: pure
     apply    syncd.executor.Executor: journalled writes
-    record   per-room state (read times, counts, errors) and a summary log line
+    record   per-room state (read times, counts, errors); the service logs the summary line
 
 A failed read makes that side "not read" for this pass: nothing is concluded from it.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -191,7 +190,7 @@ class SyncEngine:
             result.seconds = time.monotonic() - started
             if not dry_run:
                 self._record(room, result)
-            log.info("room.synced", room=room.mailbox, space_id=room.space_id, dry_run=dry_run,
+            log.debug("room.synced", room=room.mailbox, space_id=room.space_id, dry_run=dry_run,
                      exchange_read=result.exchange_read, ultimo_read=result.ultimo_read,
                      ultimo_calls=result.ultimo_calls, calendar_calls=result.calendar_calls,
                      writes=sum(result.writes.values()), conflicts_new=result.conflicts_new,
@@ -376,9 +375,3 @@ def finish_run(engine: Engine, run_id: int, results: list[RoomResult], now: date
             run.finished_at, run.status = now, status
             run.summary = json.dumps([r.as_dict() for r in results])
 
-
-def totals(results: list[RoomResult]) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for r in results:
-        out.update(r.writes)
-    return out

@@ -86,6 +86,7 @@ def seed(ultimo, ews, now: datetime) -> list[str]:  # noqa: ANN001
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from syncd.report import render
+    from syncd.report import rows as report_rows
     from syncd.sandbox.ews import EwsSandbox
     from syncd.sandbox.ultimo import UltimoSandbox
 
@@ -128,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         engine = make_engine(cfg.database.url)
         with session_factory(engine)() as s:
             rows = store.query(s, include_resolved=True, since=None)
-            report = render("html", _rows(rows), tz=ZONE, scope="all conflicts", now=datetime.now(UTC))
+            report = render("html", report_rows(rows), tz=ZONE, scope="all conflicts", now=datetime.now(UTC))
         engine.dispose()
     report_path = folder / "conflicts.html"
     report_path.write_text(report, encoding="utf-8")
@@ -141,8 +142,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"warning: the second reconcile wrote {second_writes} time(s)")
     return max(status, status2)
 
-
-def _rows(conflict_rows):  # noqa: ANN001, ANN202
-    from syncd.report import rows
-
-    return rows(conflict_rows)

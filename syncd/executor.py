@@ -107,7 +107,6 @@ class ApplyResult:
     resolved: int = 0
     errors: list[str] = field(default_factory=list)
     failed_system: str | None = None
-    stopped: bool = False
 
 
 class SideDown(Exception):
@@ -161,7 +160,6 @@ class Executor(Settling):
             if action.side in down:
                 continue
             if action.side != "db" and self.stop.is_set():
-                result.stopped = True
                 break
             try:
                 self._apply_one(room, action, result)
