@@ -24,17 +24,17 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-import syncd.cycle as cycle
-from syncd.budget import DailyBudget, RateLimiter
-from syncd.configload import load_config
-from syncd.cycle import SyncEngine
-from syncd.db import open_database
-from syncd.ews import EwsCalendar
+import syncd.engine.cycle as cycle
+from syncd.calendars.ews.backend import EwsCalendar
+from syncd.commands.reconcile import reconcile
+from syncd.config.load import load_config
+from syncd.engine.cycle import SyncEngine
 from syncd.logs import configure
-from syncd.reconcile_cmd import reconcile
-from syncd.sandbox.ews import EwsSandbox
-from syncd.sandbox.ultimo import UltimoSandbox
-from syncd.ultimo import UltimoClient
+from syncd.sandbox.ews.server import EwsSandbox
+from syncd.sandbox.ultimo.server import UltimoSandbox
+from syncd.store.db import open_database
+from syncd.ultimo.budget import DailyBudget, RateLimiter
+from syncd.ultimo.client import UltimoClient
 
 ZONE = ZoneInfo("Europe/Amsterdam")
 PLANNER_SECONDS = [0.0]

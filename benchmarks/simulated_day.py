@@ -1,9 +1,9 @@
 """A simulated day of `syncd run` on a virtual clock: 200 rooms, booking churn on both
 sides, a budget of 5,000 Ultimo calls. Prints figures; asserts nothing.
 
-What is real: the read planner and pacer (`syncd.readplan`, `syncd.pacer`), the daily
-ledger (`syncd.budget.DailyBudget`, in memory) and the rate limiter
-(`syncd.budget.RateLimiter`), all on the virtual clock. What is simulated: the two
+What is real: the read planner and pacer (`syncd.service.readplan`, `syncd.service.pacer`), the daily
+ledger (`syncd.ultimo.budget.DailyBudget`, in memory) and the rate limiter
+(`syncd.ultimo.budget.RateLimiter`), all on the virtual clock. What is simulated: the two
 systems. Each room job runs every `interval_seconds` as the service's does: a free
 Exchange change check, Exchange-side changes written to Ultimo at once (one call each,
 when the pacer has a token, else at the next tick), and an Ultimo read when the pacer
@@ -38,10 +38,10 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from syncd.budget import DailyBudget, RateLimiter  # noqa: E402
 from syncd.errors import BudgetExhausted  # noqa: E402
-from syncd.pacer import Pacer  # noqa: E402
-from syncd.readplan import FULL, ReadPolicy, calls_for_rows, human  # noqa: E402
+from syncd.service.pacer import Pacer  # noqa: E402
+from syncd.service.readplan import FULL, ReadPolicy, calls_for_rows, human  # noqa: E402
+from syncd.ultimo.budget import DailyBudget, RateLimiter  # noqa: E402
 
 ZONE = ZoneInfo("Europe/Amsterdam")
 DAY = 86400.0

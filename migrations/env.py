@@ -1,6 +1,6 @@
 """Alembic environment for syncd.
 
-syncd runs Alembic from code (`syncd.db.upgrade`), handing over an open connection in
+syncd runs Alembic from code (`syncd.store.db.upgrade`), handing over an open connection in
 `config.attributes["connection"]` (or an engine in `config.attributes["engine"]`); the
 `alembic` command line works too, from `sqlalchemy.url` or $SYNCD_DATABASE_URL.
 No logging setup here: syncd's own logging stays in charge.
@@ -13,7 +13,7 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
-from syncd.schema import Base
+from syncd.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -51,7 +51,7 @@ def run_online() -> None:
         return
     engine = config.attributes.get("engine")
     if engine is None:
-        from syncd.db import make_engine
+        from syncd.store.db import make_engine
 
         engine = make_engine(_url())
     with engine.connect() as conn:

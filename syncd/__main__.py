@@ -1,3 +1,3 @@
-from syncd.cli import main
+from syncd.commands.cli import main
 
 raise SystemExit(main())

@@ -29,16 +29,16 @@ from zoneinfo import ZoneInfo
 import exchangelib.protocol
 from sqlalchemy import Engine, select
 
-from syncd.budget import DailyBudget, RateLimiter
-from syncd.config import Config
-from syncd.cycle import RoomResult, SyncEngine
-from syncd.db import make_engine, session_factory, upgrade
-from syncd.ews import EwsCalendar
-from syncd.model import external_id_for, stamp_for_reservation
-from syncd.sandbox.ews import EwsSandbox
-from syncd.sandbox.ultimo import UltimoSandbox
-from syncd.schema import Conflict, JournalEntry, Link
-from syncd.ultimo import UltimoClient
+from syncd.calendars.ews.backend import EwsCalendar
+from syncd.config.schema import Config
+from syncd.core.model import external_id_for, stamp_for_reservation
+from syncd.engine.cycle import RoomResult, SyncEngine
+from syncd.sandbox.ews.server import EwsSandbox
+from syncd.sandbox.ultimo.server import UltimoSandbox
+from syncd.store.db import make_engine, session_factory, upgrade
+from syncd.store.schema import Conflict, JournalEntry, Link
+from syncd.ultimo.budget import DailyBudget, RateLimiter
+from syncd.ultimo.client import UltimoClient
 
 ZONE = ZoneInfo("Europe/Amsterdam")
 USER, PASSWORD, API_KEY = "svc-syncd@example.com", "sandbox-password", "sandbox-key"

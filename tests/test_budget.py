@@ -1,4 +1,4 @@
-"""The rate limiter and the daily Ultimo budget (syncd.budget)."""
+"""The rate limiter and the daily Ultimo budget (syncd.ultimo.budget)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from syncd.budget import DailyBudget, RateLimiter
 from syncd.errors import BudgetExhausted
-from syncd.schema import Base
+from syncd.store.schema import Base
+from syncd.ultimo.budget import DailyBudget, RateLimiter
 
 
 class FakeClock:

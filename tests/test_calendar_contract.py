@@ -1,10 +1,10 @@
-"""The contract of "a room calendar" (syncd.calendar.RoomCalendar), for every backend.
+"""The contract of "a room calendar" (syncd.calendars.base.RoomCalendar), for every backend.
 
 Each backend comes with a harness: the calendar under test, pointed at a sandbox of the
 real service over loopback, and the hands of the people who use that room in Exchange
 (booking, moving and cancelling meetings behind syncd's back), plus the sandbox's request
 log and fault injection. Today the only backend is EWS: the real exchangelib against
-`syncd.sandbox.ews.EwsSandbox`. A Graph backend adds a harness class and one entry in
+`syncd.sandbox.ews.server.EwsSandbox`. A Graph backend adds a harness class and one entry in
 `BACKENDS`; the tests below stay as they are.
 """
 
@@ -19,11 +19,11 @@ import exchangelib.protocol
 import pytest
 from pydantic import SecretStr
 
-from syncd.calendar import RoomCalendar
-from syncd.config import EwsConfig
+from syncd.calendars.base import RoomCalendar
+from syncd.config.schema import EwsConfig
+from syncd.core.model import Event, NewEvent, TimeWindow
 from syncd.errors import CalendarAuthError, CalendarError, EventGone, StaleChangeKey
-from syncd.model import Event, NewEvent, TimeWindow
-from syncd.sandbox.ews import EwsSandbox, Recurrence
+from syncd.sandbox.ews.server import EwsSandbox, Recurrence
 
 AMS = ZoneInfo("Europe/Amsterdam")
 ROOM = "room.c25@example.com"
@@ -54,7 +54,7 @@ class EwsHarness:
         self.calendar = self.make_calendar()
 
     def make_calendar(self, password: str = PASSWORD, **overrides: Any) -> RoomCalendar:
-        from syncd.ews import EwsCalendar
+        from syncd.calendars.ews.backend import EwsCalendar
 
         cfg = EwsConfig(endpoint=self.sandbox.url, auth="basic", username=USER, password=SecretStr(password),
                         server_version="15.1.2507.6", throttle_max_wait_seconds=overrides.pop("max_wait", 30),

@@ -14,10 +14,11 @@ import pytest
 import yaml
 from sqlalchemy import inspect
 
-from syncd import cli, db
-from syncd.check import check_rooms, check_window, cmd_check, exit_status
-from syncd.cli import main
-from syncd.configload import load_config
+from syncd.commands import cli
+from syncd.commands.check import check_rooms, check_window, cmd_check, exit_status
+from syncd.commands.cli import main
+from syncd.config.load import load_config
+from syncd.core.model import Reservation, Room, TimeWindow
 from syncd.errors import (
     CalendarAuthError,
     CalendarError,
@@ -26,7 +27,7 @@ from syncd.errors import (
     UltimoAuthError,
     UltimoUnreachable,
 )
-from syncd.model import Reservation, Room, TimeWindow
+from syncd.store import db
 
 API_KEY = "cli-test-key-7Hq2"
 PASSWORD = "cli-test-pass-9Zr4"
@@ -346,7 +347,7 @@ def test_cmd_check_prints_and_creates_no_database(tmp_path: Path, capsys: pytest
 
 @pytest.fixture
 def ultimo_sandbox():
-    sandbox_mod = pytest.importorskip("syncd.sandbox.ultimo")
+    sandbox_mod = pytest.importorskip("syncd.sandbox.ultimo.server")
     sandbox = sandbox_mod.UltimoSandbox(api_keys=(API_KEY,)).start()
     sandbox.add_space("C-25")
     sandbox.add_space("C-26")
@@ -355,7 +356,7 @@ def ultimo_sandbox():
 
 
 def test_check_reads_the_ultimo_sandbox(tmp_path: Path, ultimo_sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    from syncd.ultimo import UltimoClient
+    from syncd.ultimo.client import UltimoClient
 
     now = datetime.now(UTC)
     window = check_window(now, "Europe/Amsterdam")
@@ -377,7 +378,7 @@ def test_check_reads_the_ultimo_sandbox(tmp_path: Path, ultimo_sandbox, capsys: 
 
 def test_check_with_a_wrong_api_key_is_3(tmp_path: Path, ultimo_sandbox, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from syncd.ultimo import UltimoClient
+    from syncd.ultimo.client import UltimoClient
 
     monkeypatch.setenv("ULTIMO_API_KEY", "not-the-key-at-all")
     ultimo = {**CONFIG["ultimo"], "base_url": ultimo_sandbox.url, "max_retries": 0}
@@ -397,8 +398,8 @@ def test_check_with_a_wrong_api_key_is_3(tmp_path: Path, ultimo_sandbox, monkeyp
 
 @pytest.fixture
 def sandboxes():
-    from syncd.sandbox.ews import EwsSandbox
-    from syncd.sandbox.ultimo import UltimoSandbox
+    from syncd.sandbox.ews.server import EwsSandbox
+    from syncd.sandbox.ultimo.server import UltimoSandbox
 
     ultimo = UltimoSandbox(api_keys=(API_KEY,)).start()
     ews = EwsSandbox(users={"svc@example.com": PASSWORD}, auth="basic").start()

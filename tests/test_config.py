@@ -17,9 +17,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from syncd import configload
-from syncd.cli import main
-from syncd.config import Config
+from syncd.commands.cli import main
+from syncd.config import load as configload
+from syncd.config.schema import Config
 from syncd.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
-from syncd import conflicts
-from syncd.model import (
+from syncd.core.model import (
     CHANGED_ON_BOTH_SIDES,
     RESERVATION_IN_PAST,
     ROOM_UNAVAILABLE,
     ConflictInfo,
 )
-from syncd.schema import Base, Conflict, Link
+from syncd.engine import conflicts
+from syncd.store.schema import Base, Conflict, Link
 
 ROOM = "room.c25@example.com"
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

@@ -27,17 +27,17 @@ import yaml
 from sqlalchemy import select
 from syncharness import ROOMS, World, at
 
-from syncd import lock
-from syncd.budget import RateLimiter
-from syncd.cli import main
-from syncd.config import Config
-from syncd.cycle import SyncEngine
-from syncd.daemon import Service, ServiceOptions
-from syncd.db import session_factory
-from syncd.ews import EwsCalendar
-from syncd.pacer import Pacer
-from syncd.schema import Run
-from syncd.ultimo import UltimoClient
+from syncd.calendars.ews.backend import EwsCalendar
+from syncd.commands.cli import main
+from syncd.config.schema import Config
+from syncd.engine.cycle import SyncEngine
+from syncd.service import lock
+from syncd.service.daemon import Service, ServiceOptions
+from syncd.service.pacer import Pacer
+from syncd.store.db import session_factory
+from syncd.store.schema import Run
+from syncd.ultimo.budget import RateLimiter
+from syncd.ultimo.client import UltimoClient
 
 C25, D12 = ROOMS[0][0], ROOMS[1][0]
 FAST = ServiceOptions(backoff_base=0.05, backoff_cap=0.2, heartbeat_seconds=0.05, snapshot_seconds=0.1, hold_off=0)

@@ -18,9 +18,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, delete, inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from syncd import db
 from syncd.errors import DatabaseError
-from syncd.schema import Base, Conflict, JournalEntry, Link, UltimoBudget
+from syncd.store import db
+from syncd.store.schema import Base, Conflict, JournalEntry, Link, UltimoBudget
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = {"links", "journal", "conflicts", "room_state", "runs", "ultimo_budget"}
@@ -220,12 +220,12 @@ def test_installed_wheel_carries_the_migrations_and_they_run(tmp_path: Path) -> 
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(site)!r})
-        import syncd, syncd.db
+        import syncd, syncd.store.db
         assert syncd.__file__.startswith({str(site)!r}), syncd.__file__
-        where = syncd.db.migrations_dir()
+        where = syncd.store.db.migrations_dir()
         assert str(where).startswith({str(site)!r}), where
-        engine = syncd.db.make_engine({f"sqlite:///{target}"!r})
-        print(syncd.db.upgrade(engine), where)
+        engine = syncd.store.db.make_engine({f"sqlite:///{target}"!r})
+        print(syncd.store.db.upgrade(engine), where)
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,

@@ -24,17 +24,17 @@ import requests
 from exchangelib.protocol import BaseProtocol, Protocol
 from pydantic import SecretStr
 
-import syncd.ews
-from syncd.config import EwsConfig
+import syncd.calendars.ews.backend
+from syncd.calendars.ews.backend import EwsCalendar
+from syncd.config.schema import EwsConfig
+from syncd.core.model import NewEvent, TimeWindow
 from syncd.errors import (
     CalendarAuthError,
     CalendarProtocolError,
     CalendarThrottled,
     CalendarUnreachable,
 )
-from syncd.ews import EwsCalendar
-from syncd.model import NewEvent, TimeWindow
-from syncd.sandbox.ews import EwsSandbox
+from syncd.sandbox.ews.server import EwsSandbox
 from syncd.sandbox.httpbase import (
     LoopbackServer,
     Request,
@@ -456,7 +456,7 @@ def test_long_window_is_read_in_pieces(make: Any, sandbox: EwsSandbox) -> None:
 
 
 def test_dense_window_is_split(make: Any, sandbox: EwsSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(syncd.ews, "VIEW_MAX_ITEMS", 5)
+    monkeypatch.setattr(syncd.calendars.ews.backend, "VIEW_MAX_ITEMS", 5)
     for i in range(12):
         sandbox.book(ROOM, subject=f"Slot {i:02d}", start=at(16, 8) + timedelta(minutes=30 * i),
                      end=at(16, 8) + timedelta(minutes=30 * i + 30))

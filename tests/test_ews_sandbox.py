@@ -44,7 +44,7 @@ from exchangelib.errors import (
 )
 from exchangelib.services import ConvertId, CreateItem, GetItem, SyncFolderItems, UpdateItem
 
-from syncd.sandbox.ews import EwsSandbox, Recurrence
+from syncd.sandbox.ews.server import EwsSandbox, Recurrence
 
 AMS = ZoneInfo("Europe/Amsterdam")
 ROOM = "room1@example.com"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from syncd.errors import ConfigError
-from syncd.health import (
+from syncd.service.health import (
     HealthServer,
     HealthSnapshot,
     RoomHealth,

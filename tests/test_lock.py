@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from syncd import lock
 from syncd.errors import AnotherInstanceRunning
+from syncd.service import lock
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from syncd import lock
+    from syncd.service import lock
     held = lock.acquire(sys.argv[1])
     print("held", flush=True)
     sys.stdin.readline()      # hold until told to go

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from syncd.model import Event, Reservation, Room, TimeWindow, stamp_for_reservation, synced_hash
-from syncd.plan import (
+from syncd.core.model import Event, Reservation, Room, TimeWindow, stamp_for_reservation, synced_hash
+from syncd.core.plan import (
     CANCELLATIONS,
     CancelReservation,
     CreateEvent,
@@ -37,7 +37,7 @@ from syncd.plan import (
     RoomSnapshot,
     Tombstone,
 )
-from syncd.planner import plan_room
+from syncd.core.planner import plan_room
 
 T0 = datetime(2026, 3, 28, tzinfo=UTC)   # the weekend Europe moves its clocks: UTC doesn't care
 ROOM = Room("room.c25@example.com", "C-25")

@@ -19,11 +19,10 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from syncd.budget import DailyBudget, RateLimiter
-from syncd.cycle import start_run
+from syncd.engine.cycle import start_run
 from syncd.errors import BudgetExhausted
-from syncd.pacer import Pacer, PacingWait, last_snapshot, save_snapshot, start_hold_off, start_level
-from syncd.readplan import (
+from syncd.service.pacer import Pacer, PacingWait, last_snapshot, save_snapshot, start_hold_off, start_level
+from syncd.service.readplan import (
     FULL,
     NEAR,
     PacerSnapshot,
@@ -33,7 +32,8 @@ from syncd.readplan import (
     calls_for_rows,
     initial_level,
 )
-from syncd.schema import Base
+from syncd.store.schema import Base
+from syncd.ultimo.budget import DailyBudget, RateLimiter
 
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""End to end: `syncd reconcile` and `syncd conflicts` through `syncd.cli.main`, with a
+"""End to end: `syncd reconcile` and `syncd conflicts` through `syncd.commands.cli.main`, with a
 configuration file pointing at both sandboxes (started here, on loopback) and a real
 SQLite file. What a person does in Outlook or Ultimo is done through the sandboxes'
 person helpers; what syncd did is read back from the sandboxes and the database.
@@ -18,11 +18,11 @@ import pytest
 import yaml
 from syncharness import ROOMS, Killed, World, at
 
-from syncd import reconcile_cmd
-from syncd.cli import main
-from syncd.model import external_id_for, stamp_for_reservation
-from syncd.sandbox.ews import Recurrence
-from syncd.schema import Conflict
+from syncd.commands import reconcile as reconcile_cmd
+from syncd.commands.cli import main
+from syncd.core.model import external_id_for, stamp_for_reservation
+from syncd.sandbox.ews.server import Recurrence
+from syncd.store.schema import Conflict
 
 C25, D12 = ROOMS[0][0], ROOMS[1][0]
 

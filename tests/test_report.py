@@ -20,10 +20,11 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from syncd import conflicts, report
+from syncd.commands import report
+from syncd.core.model import CHANGED_ON_BOTH_SIDES, REJECTED_BY_ULTIMO, ROOM_UNAVAILABLE, ConflictInfo
+from syncd.engine import conflicts
 from syncd.errors import UsageError
-from syncd.model import CHANGED_ON_BOTH_SIDES, REJECTED_BY_ULTIMO, ROOM_UNAVAILABLE, ConflictInfo
-from syncd.schema import Base
+from syncd.store.schema import Base
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 ROOM = "room.c25@example.com"
@@ -271,7 +272,7 @@ def test_failed_write_leaves_the_old_report_intact(tmp_path: Path) -> None:
         import resource, signal, sys
         from pathlib import Path
         from syncd.errors import UsageError
-        from syncd.report import write_atomically
+        from syncd.commands.report import write_atomically
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
         try:
@@ -288,7 +289,7 @@ def test_failed_write_leaves_the_old_report_intact(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["report.json"]
 
 
-# --- the commands, on a real SQLite database opened by syncd.db ---------------------------
+# --- the commands, on a real SQLite database opened by syncd.store.db ---------------------------
 
 
 @pytest.fixture
@@ -299,7 +300,7 @@ def cfg(tmp_path: Path):
 
 @pytest.fixture
 def db(cfg) -> Iterator[Session]:
-    from syncd.db import open_database, session_factory
+    from syncd.store.db import open_database, session_factory
 
     engine = open_database(cfg)
     with session_factory(engine)() as s:
@@ -412,8 +413,8 @@ applicants:
 
 
 def test_cli_list_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from syncd.cli import main
-    from syncd.db import open_database, session_factory
+    from syncd.commands.cli import main
+    from syncd.store.db import open_database, session_factory
 
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from syncd.sdnotify import Notifier
+from syncd.service.sdnotify import Notifier
 
 
 @pytest.fixture(params=["path", "abstract"])

@@ -48,11 +48,11 @@ from hypothesis.stateful import (
 )
 from syncharness import ROOMS, Killed, World, at
 
+from syncd.core.model import ROOM_UNAVAILABLE
+from syncd.core.planner import booking_key
 from syncd.logs import configure
-from syncd.model import ROOM_UNAVAILABLE
-from syncd.planner import booking_key
-from syncd.sandbox.ews import Recurrence
-from syncd.sandbox.ultimo import SandboxRejected
+from syncd.sandbox.ews.server import Recurrence
+from syncd.sandbox.ultimo.server import SandboxRejected
 
 configure("error", "console")
 

@@ -1,4 +1,4 @@
-"""The Ultimo client (syncd.ultimo) against the Ultimo sandbox over real loopback HTTP.
+"""The Ultimo client (syncd.ultimo.client) against the Ultimo sandbox over real loopback HTTP.
 
 Contract tests: every workflow, every error class, retries and backoff (a fake sleep
 records the waits, so nothing here waits for real except the one timeout test), the
@@ -18,9 +18,8 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
-from syncd import ultimo_wire as wire
-from syncd.budget import DailyBudget, RateLimiter
-from syncd.config import UltimoConfig
+from syncd.config.schema import UltimoConfig
+from syncd.core.model import NewReservation, TimeWindow
 from syncd.errors import (
     BudgetExhausted,
     ConfigError,
@@ -35,11 +34,12 @@ from syncd.errors import (
     UltimoTransient,
     UltimoUnreachable,
 )
-from syncd.model import NewReservation, TimeWindow
 from syncd.sandbox.httpbase import LoopbackServer, Response, html_error_page, json_response
-from syncd.sandbox.ultimo import UltimoSandbox
-from syncd.schema import Base
-from syncd.ultimo import UltimoClient, UltimoOutcomeUnknown
+from syncd.sandbox.ultimo.server import UltimoSandbox
+from syncd.store.schema import Base
+from syncd.ultimo import wire as wire
+from syncd.ultimo.budget import DailyBudget, RateLimiter
+from syncd.ultimo.client import UltimoClient, UltimoOutcomeUnknown
 
 KEY = "k3y-Sup3rSecret-7f41c9"
 AMS = ZoneInfo("Europe/Amsterdam")

@@ -1,4 +1,4 @@
-"""The Ultimo sandbox (syncd.sandbox.ultimo) follows the documented connector, quirks
+"""The Ultimo sandbox (syncd.sandbox.ultimo.server) follows the documented connector, quirks
 included, as seen by a plain HTTP client; and `syncd sandbox` serves it."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import httpx
 import pytest
 import yaml
 
-from syncd.config import Config, UltimoConfig
-from syncd.model import TimeWindow
+from syncd.config.schema import Config, UltimoConfig
+from syncd.core.model import TimeWindow
 from syncd.sandbox.serve import cmd_sandbox, sandbox_config_yaml
-from syncd.sandbox.ultimo import WORKFLOWS, SandboxRejected, UltimoSandbox
-from syncd.ultimo import UltimoClient
+from syncd.sandbox.ultimo.server import WORKFLOWS, SandboxRejected, UltimoSandbox
+from syncd.ultimo.client import UltimoClient
 
 AMS = ZoneInfo("Europe/Amsterdam")
 KEY = "sandbox-key"
@@ -434,7 +434,7 @@ def test_cmd_sandbox_serves_what_its_configuration_says():
 def test_cmd_sandbox_without_the_ews_sandbox(monkeypatch):
     import argparse
 
-    monkeypatch.setitem(sys.modules, "syncd.sandbox.ews", None)    # import fails
+    monkeypatch.setitem(sys.modules, "syncd.sandbox.ews.server", None)    # import fails
     out, stop, thread, result = serve_in_thread(argparse.Namespace(host="127.0.0.1", ultimo_port=0, ews_port=0))
     stop.set()
     thread.join(10)

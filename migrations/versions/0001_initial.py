@@ -4,8 +4,8 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-21
 
-Written out in full (no import of syncd.schema): a revision is a snapshot, and the
-models will move on. Constraint names follow syncd.schema.NAMING.
+Written out in full (no import of syncd.store.schema): a revision is a snapshot, and the
+models will move on. Constraint names follow syncd.store.schema.NAMING.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ depends_on = None
 
 
 def _utc() -> sa.DateTime:
-    # syncd.schema.UTCDateTime stores naive UTC.
+    # syncd.store.schema.UTCDateTime stores naive UTC.
     return sa.DateTime(timezone=False)
 
 

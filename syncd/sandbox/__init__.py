@@ -1,4 +1,3 @@
-"""Fakes of the outside systems, served on loopback: the Ultimo Reservations connector
-(`syncd.sandbox.ultimo`), the EWS endpoint (`syncd.sandbox.ews`), and `syncd sandbox`
-(`syncd.sandbox.serve`). They follow the documented behaviour and its quirks so tests and
-the demo exercise the real clients over real HTTP."""
+"""Fakes of the outside systems, served on loopback so tests and the demo run the real
+clients over real HTTP: `ultimo/`, `ews/`, their shared HTTP server (`httpbase`) and
+`syncd sandbox` (`serve`). Imported only by itself, `syncd.commands.demo` and tests."""

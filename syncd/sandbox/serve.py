@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from syncd.sandbox.ultimo import UltimoSandbox
+from syncd.sandbox.ultimo.server import UltimoSandbox
 
 API_KEY = "sandbox-key"
 EWS_USER = "svc-syncd@example.com"
@@ -79,7 +79,7 @@ def start_sandboxes(
         ultimo.add_space(space, preparation_minutes=10, cleanup_minutes=10)
     ultimo.start()
     try:
-        from syncd.sandbox.ews import EwsSandbox
+        from syncd.sandbox.ews.server import EwsSandbox
     except ImportError as exc:
         return ultimo, None, f"the EWS sandbox is not available ({exc}); serving Ultimo only"
     try:

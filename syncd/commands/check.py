@@ -1,0 +1,188 @@
+"""`syncd check`: the configuration is valid (it loaded), then read, never write, from
+Ultimo and from every room's calendar, and say per room what works.
+
+    room.c25@example.com (C-25): ultimo ok (3 reservations in window), calendar ok
+
+Exit status: 0 everything works; 3 a system could not be reached or refused the
+credentials (so it failed for every room); 1 some rooms failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from syncd import logs
+from syncd.config.schema import Config
+from syncd.core.model import Reservation, Room, TimeWindow
+from syncd.errors import SyncdError
+from syncd.store import db
+
+
+class ReservationReader(Protocol):
+    def get_reservations(self, space_id: str, window: TimeWindow) -> list[Reservation]: ...
+
+
+class CalendarProber(Protocol):
+    def probe(self, mailbox: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class SideResult:
+    ok: bool
+    detail: str = ""                    # "3 reservations in window" / the reason it failed
+    error: BaseException | None = None
+
+    @property
+    def system_wide(self) -> bool:
+        """A failure of the whole system (unreachable, credentials, wrong endpoint)."""
+        return self.error is not None and getattr(self.error, "exit_status", 1) == 3
+
+
+@dataclass(frozen=True)
+class RoomResult:
+    room: Room
+    ultimo: SideResult
+    calendar: SideResult
+
+    @property
+    def ok(self) -> bool:
+        return self.ultimo.ok and self.calendar.ok
+
+    def line(self) -> str:
+        return f"{self.room.mailbox} ({self.room.space_id}): {_side('ultimo', self.ultimo)}, {_side('calendar', self.calendar)}"
+
+
+def _side(name: str, r: SideResult) -> str:
+    if r.ok:
+        return f"{name} ok" + (f" ({r.detail})" if r.detail else "")
+    return f"{name} FAILED: {r.detail}"
+
+
+def check_window(now: datetime, zone: str) -> TimeWindow:
+    """Today in Ultimo's zone, midnight to midnight: a small read."""
+    local = now.astimezone(ZoneInfo(zone))
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return TimeWindow(start, start + timedelta(days=1))
+
+
+def _reason(exc: BaseException) -> str:
+    return logs.scrub_text(" ".join(str(exc).split()) or type(exc).__name__)
+
+
+def check_rooms(
+    rooms: Iterable[Room], ultimo: ReservationReader, calendar: CalendarProber, window: TimeWindow
+) -> list[RoomResult]:
+    """Read each room on both sides; gives one result per room.
+
+    Once a side fails system-wide (unreachable, credentials), the other rooms are not
+    tried on that side again: they get the same failure, without the wait."""
+    results = []
+    ultimo_down: SideResult | None = None
+    calendar_down: SideResult | None = None
+    for room in rooms:
+        u = ultimo_down or _read_ultimo(ultimo, room, window)
+        c = calendar_down or _probe_calendar(calendar, room)
+        if u.system_wide and ultimo_down is None:
+            ultimo_down = _not_tried(u, room)
+        if c.system_wide and calendar_down is None:
+            calendar_down = _not_tried(c, room)
+        results.append(RoomResult(room, u, c))
+    return results
+
+
+def _not_tried(failed: SideResult, room: Room) -> SideResult:
+    return SideResult(False, f"not tried (failed for {room.mailbox}, see above)", failed.error)
+
+
+def _read_ultimo(ultimo: ReservationReader, room: Room, window: TimeWindow) -> SideResult:
+    try:
+        found = ultimo.get_reservations(room.space_id, window)
+    except SyncdError as e:
+        return SideResult(False, _reason(e), e)
+    except Exception as e:  # a client bug must not hide the other rooms' results
+        return SideResult(False, f"unexpected {type(e).__name__}: {_reason(e)}", e)
+    n = len(found)
+    return SideResult(True, f"{n} reservation{'' if n == 1 else 's'} in window")
+
+
+def _probe_calendar(calendar: CalendarProber, room: Room) -> SideResult:
+    try:
+        description = calendar.probe(room.mailbox)
+    except SyncdError as e:
+        return SideResult(False, _reason(e), e)
+    except Exception as e:  # a client bug must not hide the other rooms' results
+        return SideResult(False, f"unexpected {type(e).__name__}: {_reason(e)}", e)
+    return SideResult(True, logs.scrub_text(description or ""))
+
+
+def exit_status(results: list[RoomResult]) -> int:
+    """0 all ok; 3 when one system failed system-wide for every room; 1 otherwise."""
+    if all(r.ok for r in results):
+        return 0
+    for side in ("ultimo", "calendar"):
+        if results and all(getattr(r, side).system_wide for r in results):
+            return 3
+    return 1
+
+
+def database_line(url: str) -> tuple[str, bool]:
+    """One line about the database, read-only (a missing SQLite file is not created)."""
+    file = db.sqlite_file(url)
+    where = db.describe(url)
+    if file is not None and not file.exists():
+        return f"database: {where} not created yet (`syncd db upgrade` or the first reconcile creates it)", True
+    engine = db.make_engine(url)
+    try:
+        current = db.current_revision(engine)
+        head = db.head_revision()
+    except SyncdError as e:
+        return f"database: FAILED: {_reason(e)}", False
+    finally:
+        engine.dispose()
+    if current == head:
+        return f"database: {where} ok (schema at {head})", True
+    return f"database: {where} schema at {current or 'no revision'}, newest is {head} (run `syncd db upgrade`)", True
+
+
+def cmd_check(
+    cfg: Config,
+    args: argparse.Namespace,
+    *,
+    ultimo: ReservationReader | None = None,
+    calendar: CalendarProber | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """`syncd check`. The clients are built from `cfg` unless given (tests)."""
+    print(f"configuration: {getattr(args, 'config_path', '') or 'ok'} is valid, {len(cfg.rooms)} room(s)")
+    db_text, db_ok = database_line(cfg.database.url)
+    print(db_text)
+    owned: list[Any] = []
+    try:
+        if ultimo is None:
+            from syncd.ultimo.client import UltimoClient
+
+            ultimo = UltimoClient.from_config(cfg.ultimo, engine=None)
+            owned.append(ultimo)
+        if calendar is None:
+            from syncd.calendars.ews.backend import EwsCalendar
+
+            calendar = EwsCalendar(cfg.calendar.ews)
+            owned.append(calendar)
+        rooms = [Room(r.mailbox, r.space_id) for r in cfg.rooms]
+        results = check_rooms(rooms, ultimo, calendar, check_window(now(), cfg.ultimo.timezone))
+    finally:
+        for client in owned:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+    for r in results:
+        print(r.line())
+    status = exit_status(results)
+    if status == 0 and not db_ok:
+        status = 1
+    return status

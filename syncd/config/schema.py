@@ -1,0 +1,217 @@
+"""The configuration file (interface.md, "Configuration file"): its schema.
+
+Loading (file search order, `${VAR}` substitution, `<secret>_file`, error formatting)
+lives in `syncd.config.load`; this module only says what a valid configuration is.
+Every key not in interface.md is documented in config.example.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Strict):
+    url: str = "sqlite:///syncd.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        m = re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://([^/?#]*)", v)
+        if not m:
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        scheme, driver, authority = m.group(1), (m.group(2) or "")[1:], m.group(3)
+        if scheme == "sqlite":
+            if driver not in ("", "pysqlite"):
+                raise ValueError(f"unsupported SQLite driver {driver!r}; use sqlite:///")
+            if authority:
+                # sqlite://name.db parses "name.db" as a host and opens nothing.
+                raise ValueError("a SQLite URL has three slashes: sqlite:///relative.db or sqlite:////absolute.db")
+        elif driver not in ("", "psycopg"):
+            raise ValueError(f"unsupported PostgreSQL driver {driver!r}; use postgresql+psycopg://")
+        return v
+
+
+ULTIMO_ELEMENT_IDS = {
+    "create": "0167a94a-5dae-4efe-bf13-029a47728b97",
+    "update": "3736d834-fa5e-4edc-9abd-f38962ff8afd",
+    "cancel": "5d5a10ee-7b14-4dd4-8683-33822ea56f12",
+    "get": "860ea091-4d76-47d9-a733-c3bb18440dde",
+}
+
+_GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+class ElementIds(_Strict):
+    """ApplicationElementId per workflow; the documented GUIDs unless overridden."""
+
+    create: str = Field(ULTIMO_ELEMENT_IDS["create"], pattern=_GUID)
+    update: str = Field(ULTIMO_ELEMENT_IDS["update"], pattern=_GUID)
+    cancel: str = Field(ULTIMO_ELEMENT_IDS["cancel"], pattern=_GUID)
+    get: str = Field(ULTIMO_ELEMENT_IDS["get"], pattern=_GUID)
+
+
+def _check_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r}") from None
+    return v
+
+
+class UltimoConfig(_Strict):
+    base_url: str = Field(pattern=r"^https?://\S+$")
+    api_key: SecretStr
+    timezone: str = "Europe/Amsterdam"
+    daily_call_budget: int = Field(5000, ge=1, le=10000)
+    calls_per_10s: int = Field(50, ge=1, le=100)
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    max_retries: int = Field(4, ge=0, le=10)
+    application_element_ids: ElementIds = ElementIds()
+    applicant_field: Literal["both", "ApplicantId", "Applicant"] = "both"
+    page_limit: int = Field(100, ge=2, le=10000)   # a Get returning this many rows may be truncated
+    client_cert: str | None = None                  # PEM file, for the mTLS (api-) host
+    client_key: str | None = None
+    verify_tls: bool | str = True                   # or a CA bundle path
+    accept_language: str | None = None
+
+    _zone = field_validator("timezone")(classmethod(lambda cls, v: _check_zone(v)))
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> UltimoConfig:
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_key given without client_cert")
+        return self
+
+
+class EwsConfig(_Strict):
+    endpoint: str = Field(pattern=r"^https?://\S+$")
+    auth: Literal["basic", "ntlm", "oauth2"] = "ntlm"
+    username: str | None = None
+    password: SecretStr | None = None
+    access: Literal["impersonation", "delegate"] = "impersonation"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    token_url: str | None = None          # overrides the Microsoft identity platform token URL
+    server_version: str | None = Field(None, pattern=r"^\d+\.\d+\.\d+\.\d+$")  # pin, e.g. 15.1.2507.6
+    timezone: str = "Europe/Amsterdam"    # zone syncd writes events in
+    timeout_seconds: float = Field(60.0, gt=0, le=600)
+    throttle_max_wait_seconds: float = Field(60.0, ge=0, le=3600)
+    verify_tls: bool | str = True
+
+    _zone = field_validator("timezone")(classmethod(lambda cls, v: _check_zone(v)))
+
+    @model_validator(mode="after")
+    def _credentials_for_auth(self) -> EwsConfig:
+        if self.auth in ("basic", "ntlm"):
+            missing = [k for k in ("username", "password") if getattr(self, k) is None]
+        else:
+            missing = [k for k in ("tenant_id", "client_id", "client_secret") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"auth {self.auth} needs {', '.join(missing)}")
+        return self
+
+
+class CalendarConfig(_Strict):
+    backend: Literal["ews"] = "ews"
+    ews: EwsConfig
+
+
+class RoomConfig(_Strict):
+    mailbox: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    space_id: str = Field(min_length=1, max_length=100)
+
+
+class ApplicantsConfig(_Strict):
+    default: str = Field(min_length=1)
+    by_email: dict[str, str] = {}
+
+    @field_validator("by_email")
+    @classmethod
+    def _lower(cls, v: dict[str, str]) -> dict[str, str]:
+        return {k.lower(): str(val) for k, val in v.items()}
+
+
+class SyncConfig(_Strict):
+    interval_seconds: int = Field(60, ge=5, le=86400)
+    past_days: int = Field(1, ge=0, le=365)
+    future_days: int = Field(30, ge=1, le=700)
+    description_template: str = "{subject} ({organizer})"   # Ultimo Description; {subject} {organizer}
+    private_subject: str = "Private meeting"                  # what a private meeting is shown as
+    mask_private: bool = True
+    event_subject_template: str = "{description}"             # Exchange subject for an Ultimo reservation
+    max_cancellations_per_cycle: int = Field(20, ge=0)
+    on_changed_on_both_sides: Literal["record_only", "exchange_wins", "ultimo_wins"] = "record_only"
+    on_room_unavailable: Literal["record_only", "decline"] = "record_only"
+    near_term_days: int = Field(2, ge=1, le=30)               # "today and tomorrow": read from Ultimo more often
+
+    @field_validator("description_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(subject="s", organizer="o")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"bad template: {e}; use {{subject}} and {{organizer}}") from None
+        return v
+
+    @field_validator("event_subject_template")
+    @classmethod
+    def _event_template(cls, v: str) -> str:
+        try:
+            v.format(description="d", applicant="a", ultimo_id="1")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"bad template: {e}; use {{description}}, {{applicant}}, {{ultimo_id}}") from None
+        return v
+
+
+class ServiceConfig(_Strict):
+    health_listen: str | None = Field(None, pattern=r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|[\w.:\[\]-]+):\d+$")
+    shutdown_grace_seconds: float = Field(10.0, gt=0, le=300)
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Strict):
+    database: DatabaseConfig = DatabaseConfig()
+    ultimo: UltimoConfig
+    calendar: CalendarConfig
+    rooms: list[RoomConfig] = Field(min_length=1)
+    applicants: ApplicantsConfig
+    sync: SyncConfig = SyncConfig()
+    service: ServiceConfig = ServiceConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    # A field validator (not a model one) so the problem is reported at `rooms` even
+    # when other sections have errors too.
+    @field_validator("rooms")
+    @classmethod
+    def _unique_rooms(cls, rooms: list[RoomConfig]) -> list[RoomConfig]:
+        seen_m: dict[str, int] = {}
+        seen_s: dict[str, int] = {}
+        problems = []
+        for i, r in enumerate(rooms):
+            if r.mailbox.lower() in seen_m:
+                problems.append(f"room {r.mailbox} listed twice (rooms[{seen_m[r.mailbox.lower()]}] and rooms[{i}])")
+            if r.space_id in seen_s:
+                problems.append(f"space_id {r.space_id} listed twice (rooms[{seen_s[r.space_id]}] and rooms[{i}])")
+            seen_m.setdefault(r.mailbox.lower(), i)
+            seen_s.setdefault(r.space_id, i)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return rooms

@@ -1,0 +1,419 @@
+"""When to read Ultimo: which room's window is due, within what the pacing allows.
+
+Pure: no I/O, no threads, no clock of its own; every time is passed in (aware datetimes).
+
+Pacing (`syncd.service.bucket`): every Ultimo call takes a token from one bucket whose size and
+rate keep any 24 hours within the daily budget. Reads leave `read_reserve` tokens for
+writes, so writes go first, and have a bucket of their own refilled at their share of
+the rate (`1 - write_share`): the rest is banked, up to the main bucket's size, for the
+writes of the busy hours.
+
+Choosing. Each room has a near-term window (now - past_days until the end of the
+`near_term_days`-th local day: today and tomorrow by default) and the full window. A
+read's value grows with the square of the time since each part was last read, times
+the room's change rate (busier rooms change more), the near-term part weighted by
+`near_weight` and by an activity boost that decays after the room last changed. A full
+read covers both parts; a near-term read is worth choosing only where it costs fewer
+calls (rooms with more rows than one Ultimo page). Free tokens go to the due reads with
+the most value per call, in that order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from syncd.core.model import TimeWindow, utc
+from syncd.service.bucket import PacerSnapshot, TokenBucket, epoch, from_epoch, initial_level
+
+__all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
+           "calls_for_rows", "estimate", "human", "initial_level"]
+
+NEAR = "near"
+FULL = "full"
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPolicy:
+    """The numbers the planner works with; `from_config` derives them from the configuration."""
+
+    daily_budget: int
+    interval_seconds: float = 60.0      # no room is read more often than its checks
+    past_days: int = 1
+    future_days: int = 30
+    near_term_days: int = 2
+    timezone: str = "Europe/Amsterdam"
+    page_limit: int = 100
+    capacity: float = 500.0             # bucket size: the largest burst, the bank for busy hours
+    read_reserve: float = 50.0          # tokens reads leave for writes
+    read_burst: float = 100.0           # size of the reads' own bucket
+    near_weight: float = 3.0            # near-term staleness counts this much more than far
+    activity_boost: float = 4.0         # extra near-term weight of a room that just changed
+    activity_half_life: float = 1800.0  # seconds for that boost to halve
+    write_share: float = 0.25           # share of the steady rate kept from reads for writes
+    split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.capacity < self.daily_budget:
+            raise ValueError("capacity must be at least 1 and below the daily budget")
+        if not 0 <= self.read_reserve < self.capacity:
+            raise ValueError("read_reserve must be below capacity")
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second."""
+        return (self.daily_budget - self.capacity) / DAY
+
+    @property
+    def read_rate(self) -> float:
+        """Tokens per second reads may take in the steady state: the rest goes to writes,
+        or is banked (up to `capacity`) for the busy hours' writes."""
+        return self.rate * (1 - self.write_share)
+
+    @classmethod
+    def for_budget(cls, daily_budget: int, calls_per_10s: int, **kw: float | int | str) -> ReadPolicy:
+        """A policy whose buckets suit `daily_budget`: a bank of a tenth of the day (what
+        the quiet hours save for the busy hours' writes), a tenth of it kept from reads,
+        reads bursting at most a fifth of it."""
+        capacity = float(max(2, round(daily_budget / 10)))
+        return cls(daily_budget=daily_budget, capacity=capacity,  # type: ignore[arg-type]
+                   read_reserve=float(max(1, math.floor(capacity / 10))),
+                   read_burst=float(max(1, round(capacity / 5))), **kw)
+
+    @classmethod
+    def from_config(cls, cfg: object) -> ReadPolicy:
+        """From a `syncd.config.schema.Config` (typed loosely to keep this module free of pydantic)."""
+        u, s = cfg.ultimo, cfg.sync  # type: ignore[attr-defined]
+        return cls.for_budget(
+            u.daily_call_budget, u.calls_per_10s,
+            interval_seconds=float(s.interval_seconds), past_days=s.past_days, future_days=s.future_days,
+            near_term_days=s.near_term_days, timezone=u.timezone, page_limit=u.page_limit,
+        )
+
+
+# --- choosing reads -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGrant:
+    """A read the planner allows now: `scope` near or full, the window it covers, the
+    calls it is expected to take."""
+
+    room: str
+    scope: str
+    window: TimeWindow
+    cost: int
+
+
+@dataclass(slots=True)
+class _Room:
+    near_at: float | None = None
+    full_at: float | None = None
+    changed_at: float | None = None
+    rows: int | None = None
+    paused_until: float = 0.0
+    held: int = 0
+    cost_key: tuple[int, float] | None = None
+    cost: tuple[int, int] = (1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    room: str
+    scope: str
+    score: float
+    cost: int
+
+
+class ReadPlanner:
+    """Decides, room by room, whether an Ultimo read is due now and which window.
+
+    The caller (one lock around it when threads share it) claims a read with `claim`,
+    charges every call it makes to `bucket`, and reports the outcome with `done`."""
+
+    def __init__(self, policy: ReadPolicy, rooms: Sequence[str], bucket: TokenBucket) -> None:
+        self.policy = policy
+        self.bucket = bucket
+        # Paces reads to their share of the steady rate; the main bucket stays the limit.
+        self.reads = TokenBucket(policy.read_burst, policy.read_rate, policy.read_burst, bucket.at)
+        self._order = {name: i for i, name in enumerate(rooms)}
+        self._rooms = {name: _Room() for name in rooms}
+        self._zone = ZoneInfo(policy.timezone)
+        # The queue is kept for a few seconds (or until something changes): every room
+        # job asks for it, and the order moves slowly.
+        self._version = 0
+        self._queue: tuple[float, int, float, list[Candidate]] | None = None
+        self._queue_ttl = min(5.0, policy.interval_seconds / 12)
+        self._share: tuple[int, float] | None = None
+
+    # -- what is known ------------------------------------------------------------
+
+    def load(self, room: str, *, ultimo_read_at: datetime | None, changed_at: datetime | None,
+             rows: int | None) -> None:
+        """Seed a room from the database (a full read at `ultimo_read_at`)."""
+        self._version += 1
+        r = self._rooms[room]
+        r.full_at = r.near_at = None if ultimo_read_at is None else epoch(ultimo_read_at)
+        r.changed_at = None if changed_at is None else epoch(changed_at)
+        r.rows = rows
+
+    def note_change(self, room: str, at: datetime) -> None:
+        """The room changed (on either side): read its near term more often for a while."""
+        self._version += 1
+        self._rooms[room].changed_at = epoch(at)
+
+    def pause(self, room: str, until: datetime) -> None:
+        """A failing room leaves the queue until `until`, so it blocks nobody."""
+        self._version += 1
+        self._rooms[room].paused_until = epoch(until)
+
+    def done(self, grant: ReadGrant, at: datetime, *, ok: bool, rows: int | None = None) -> None:
+        """The granted read finished at `at` (`ok`: it read the window completely)."""
+        self._version += 1
+        r = self._rooms[grant.room]
+        r.held = max(0, r.held - grant.cost)
+        if not ok:
+            return
+        r.near_at = epoch(at)
+        if grant.scope == FULL:
+            r.full_at = r.near_at
+            if rows is not None:
+                r.rows = rows
+
+    # -- windows and costs ---------------------------------------------------------
+
+    def windows(self, now: datetime) -> tuple[TimeWindow, TimeWindow]:
+        """(near-term, full) windows at `now`."""
+        p = self.policy
+        start = utc(now) - timedelta(days=p.past_days)
+        local_today: date = utc(now).astimezone(self._zone).date()
+        near_end = datetime.combine(local_today + timedelta(days=p.near_term_days), time(0), self._zone)
+        full = TimeWindow(start, utc(now) + timedelta(days=p.future_days))
+        near = TimeWindow(start, min(near_end.astimezone(UTC), full.end))
+        return near, full
+
+    def costs(self, room: str, now: datetime) -> tuple[int, int]:
+        """Expected calls for (near-term, full) reads, rows estimated from the last full
+        read spread evenly over the full window (see `calls_for_rows`)."""
+        return self._costs(self._rooms[room], self._near_share(now))
+
+    def _near_share(self, now: datetime) -> float:
+        slot = int(epoch(now) // 300)        # the share moves by minutes in a month: 5 minutes will do
+        if self._share is None or self._share[0] != slot:
+            near, full = self.windows(now)
+            self._share = (slot, (near.end - near.start) / (full.end - full.start))
+        return self._share[1]
+
+    def _costs(self, r: _Room, share: float) -> tuple[int, int]:
+        if not r.rows:
+            return 1, 1
+        if r.cost_key != (r.rows, share):
+            limit = self.policy.page_limit
+            r.cost_key, r.cost = (r.rows, share), (calls_for_rows(r.rows * share, limit), calls_for_rows(r.rows, limit))
+        return r.cost
+
+    # -- the decision ---------------------------------------------------------------
+
+    def _rate(self, r: _Room) -> float:
+        """A room's expected change rate, in proportion to its bookings (busier rooms change
+        more often); a room without bookings still gets some."""
+        return ((r.rows or 0) + 10) / self.policy.page_limit
+
+    def _boost(self, r: _Room, t: float) -> float:
+        p = self.policy
+        if r.changed_at is None or t < r.changed_at:
+            return 1.0
+        return 1.0 + (p.activity_boost - 1.0) * 0.5 ** ((t - r.changed_at) / p.activity_half_life)
+
+    def candidate(self, room: str, now: datetime, share: float | None = None) -> Candidate | None:
+        """The room's most valuable due read and its value per call, or None (not due, paused).
+        `share`: the near-term window's part of the full one (computed when not given)."""
+        r, t, p = self._rooms[room], epoch(now), self.policy
+        if t < r.paused_until or r.held:
+            return None
+        share = self._near_share(now) if share is None else share
+        c_near, c_full = self._costs(r, share)
+        if r.full_at is None:
+            return Candidate(room, FULL, math.inf, c_full)
+        age_n = t - (r.near_at if r.near_at is not None else r.full_at)
+        age_f = t - r.full_at
+        # Value = weight x change rate x age squared: picking the most value per call then
+        # reads each part at intervals growing with the square root of its cost, which
+        # keeps the mean lag lowest for the calls spent (so the far horizon of a busy room
+        # is not starved by cheap near-term reads elsewhere).
+        lam = self._rate(r)
+        v_near = p.near_weight * self._boost(r, t) * lam * age_n * age_n
+        v_far = lam * age_f * age_f
+        options = []
+        if age_f >= p.interval_seconds:
+            options.append(Candidate(room, FULL, (v_near + v_far) / c_full, c_full))
+        if p.split_reads and age_n >= p.interval_seconds and c_near < c_full:
+            options.append(Candidate(room, NEAR, v_near / c_near, c_near))
+        return max(options, key=lambda c: c.score, default=None)
+
+    def queue(self, now: datetime) -> list[Candidate]:
+        """Every due read, most valuable per call first (ties: configuration order)."""
+        t = epoch(now)
+        cached = self._queue
+        if cached is not None and cached[1] == self._version and cached[0] <= t < cached[0] + self._queue_ttl \
+                and t < cached[2]:
+            return cached[3]
+        share = self._near_share(now)
+        found = [c for name in self._rooms if (c := self.candidate(name, now, share)) is not None]
+        found.sort(key=lambda c: (-c.score, self._order[c.room]))
+        self._queue = (t, self._version, self._next_due(t), found)
+        return found
+
+    def _next_due(self, t: float) -> float:
+        """When the next room not due at `t` becomes due (or unpaused)."""
+        soonest = math.inf
+        for r in self._rooms.values():
+            if r.paused_until > t:
+                soonest = min(soonest, r.paused_until)
+            last = r.near_at if r.near_at is not None else r.full_at
+            if last is not None and last + self.policy.interval_seconds > t:
+                soonest = min(soonest, last + self.policy.interval_seconds)
+        return soonest
+
+    def spare(self, now: datetime) -> float:
+        """Tokens reads may still claim now: what the reads' own bucket holds, and above the
+        write reserve in the main one, not yet held by a claim. When the main bucket is
+        full, reads may take what would otherwise overflow."""
+        p = self.policy
+        held = sum(r.held for r in self._rooms.values())
+        main = self.bucket.level(now) - p.read_reserve - held
+        if self.bucket.level(now) >= 0.95 * p.capacity:
+            return main
+        return min(main, self.reads.level(now))
+
+    def claim(self, room: str, now: datetime) -> ReadGrant | None:
+        """A read for `room` if one is due and the spare tokens cover every more valuable
+        due read before it; None otherwise. The grant's cost is held until `done`."""
+        spare = self.spare(now)
+        if spare < 1:
+            return None
+        # A read dearer than any bucket can hold counts as the most it can: it must not
+        # block every other room for ever.
+        most = min(self.policy.capacity - self.policy.read_reserve, self.policy.read_burst)
+        ahead = 0.0
+        for c in self.queue(now):
+            ahead += min(c.cost, most)
+            if ahead > spare:
+                return None
+            if c.room == room:
+                near, full = self.windows(now)
+                self._rooms[room].held = c.cost
+                self._version += 1
+                self.reads.take(c.cost, now)
+                return ReadGrant(room, c.scope, near if c.scope == NEAR else full, c.cost)
+        return None
+
+    def last_read(self, room: str) -> tuple[datetime | None, datetime | None]:
+        """(near-term, full) read times of `room`."""
+        r = self._rooms[room]
+        return from_epoch(r.near_at if r.near_at is not None else r.full_at), from_epoch(r.full_at)
+
+    # -- what the budget allows --------------------------------------------------------
+
+    def estimate(self, now: datetime) -> Estimate:
+        """The staleness each room will have in the steady state (no activity boosts)."""
+        share = self._near_share(now)
+        return estimate(self.policy, {name: (*self._costs(r, share), self._rate(r)) for name, r in self._rooms.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class RoomStaleness:
+    room: str
+    near_seconds: float     # longest time between reads of the near-term window
+    far_seconds: float      # ... of the rest of the window
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What the budget allows: reads per day, the calls keeping every room read every
+    interval would need, and the staleness per room."""
+
+    read_calls_per_day: float
+    needed_calls_per_day: float
+    interval_seconds: float
+    rooms: tuple[RoomStaleness, ...] = field(default_factory=tuple)
+
+    @property
+    def fresh(self) -> bool:
+        return self.read_calls_per_day >= self.needed_calls_per_day
+
+    @property
+    def worst(self) -> RoomStaleness:
+        return max(self.rooms, key=lambda r: (r.near_seconds, r.far_seconds))
+
+    def message(self) -> str:
+        """One line an operator can act on."""
+        n = len(self.rooms)
+        if self.fresh:
+            return (f"Ultimo budget allows reading each of {n} rooms every {human(self.interval_seconds)} "
+                    f"({self.needed_calls_per_day:.0f} of {self.read_calls_per_day:.0f} read calls a day)")
+        near = sorted(r.near_seconds for r in self.rooms)
+        far = sorted(r.far_seconds for r in self.rooms)
+        return (f"Ultimo budget cannot keep {n} rooms fresh: reading each every {human(self.interval_seconds)} "
+                f"needs {self.needed_calls_per_day:.0f} calls a day, {self.read_calls_per_day:.0f} are left for "
+                f"reads; Ultimo-side changes will reach Exchange within about {human(near[n // 2])} "
+                f"(busiest room {human(near[-1])}) for near-term bookings and {human(far[n // 2])} "
+                f"({human(far[-1])}) further out "
+                "(raise ultimo.daily_call_budget or sync.interval_seconds, or sync fewer rooms)")
+
+
+def estimate(policy: ReadPolicy, rooms: dict[str, tuple[int, int, float]]) -> Estimate:
+    """Steady-state staleness per room when every read goes to the most value per call.
+
+    `rooms`: name -> (near-term read calls, full read calls, change rate). A read happens
+    when its value per call (weight x rate x age² / calls) reaches a common threshold θ,
+    so a part costing c calls is read every sqrt(θ c / (weight x rate)) seconds; θ is
+    where the calls add up to what is left for reads after writes."""
+    p = policy
+    reads_per_s = (p.daily_budget - p.capacity) * (1 - p.write_share) / DAY
+    wn = p.near_weight
+    total, shapes = 0.0, {}
+    for room, (cn, cf, lam) in rooms.items():
+        if cf <= cn or not p.split_reads:
+            k = wn + 1.0
+            t_near = t_far = math.sqrt(cf / (lam * k))          # times sqrt(θ)
+            total += cf / t_near
+        else:
+            # Between full reads the near term is read alone; at a full read its age is on
+            # average a third of its interval squared.
+            t_near = math.sqrt(cn / (lam * wn))
+            t_far = math.sqrt((cf - cn / 3) / lam)
+            total += cn / t_near + cf / t_far
+        shapes[room] = (t_near, t_far)
+    root_theta = total / reads_per_s if reads_per_s > 0 else math.inf
+    staleness = tuple(
+        RoomStaleness(room, max(p.interval_seconds, root_theta * a), max(p.interval_seconds, root_theta * b))
+        for room, (a, b) in shapes.items()
+    )
+    needed = sum(cf for _, cf, _ in rooms.values()) * DAY / p.interval_seconds
+    return Estimate(reads_per_s * DAY, needed, p.interval_seconds, staleness)
+
+
+def calls_for_rows(rows: float, page_limit: int) -> int:
+    """Calls one read of `rows` evenly spread rows takes: the client halves a window
+    whose page comes back full (`page_limit` rows) until every page is short."""
+    if rows < page_limit:
+        return 1
+    return 1 + 2 * calls_for_rows(rows / 2, page_limit)
+
+
+def human(seconds: float) -> str:
+    """`45 s`, `12 min`, `3.5 h`, `2.1 days`."""
+    if math.isinf(seconds):
+        return "never"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * DAY:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / DAY:.1f} days"

@@ -1,0 +1,186 @@
+"""Ultimo's quotas, on syncd's side: a sliding-window rate limiter and a daily call budget.
+
+Ultimo allows 100 requests per 10 seconds and 10,000 per day over all of a customer's
+API keys together (reference/ultimo-api.md, "Limits and quotas"). syncd takes a
+configured share of each: `RateLimiter` keeps the pace, `DailyBudget` counts every call
+(retries included) per UTC day in the database so that restarts and parallel processes
+(`syncd reconcile` beside `syncd run`) draw from one count.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from syncd.errors import BudgetExhausted, DatabaseError
+from syncd.store.schema import UltimoBudget
+
+
+class CallBudget(Protocol):
+    """What UltimoClient spends every attempt from: DailyBudget, or anything that wraps it
+    (the service's pacer). `spend` raises BudgetExhausted when the call may not be made."""
+
+    def spend(self, n: int = 1) -> None: ...
+
+    def spent_today(self) -> int: ...
+
+    def remaining(self) -> int: ...
+
+
+class RateLimiter:
+    """At most `calls` acquisitions in any `per_seconds` long window (a sliding window).
+
+    `acquire()` blocks (through `sleep`) until a call may be made. Thread-safe: waiting
+    callers queue on one lock, so they are served in turn.
+    """
+
+    def __init__(
+        self,
+        calls: int,
+        per_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if calls < 1:
+            raise ValueError("calls must be at least 1")
+        if per_seconds <= 0:
+            raise ValueError("per_seconds must be positive")
+        self.calls = calls
+        self.per_seconds = per_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._stamps: deque[float] = deque()
+        self.waited = 0.0   # total seconds spent waiting, for the run summary
+
+    def acquire(self) -> float:
+        """Wait until a call is allowed and count it; returns the seconds waited."""
+        waited = 0.0
+        with self._lock:
+            while True:
+                now = self._clock()
+                while self._stamps and self._stamps[0] <= now - self.per_seconds:
+                    self._stamps.popleft()
+                if len(self._stamps) < self.calls:
+                    self._stamps.append(now)
+                    self.waited += waited
+                    return waited
+                # The oldest call leaves the window at stamps[0] + per_seconds.
+                pause = self._stamps[0] + self.per_seconds - now
+                self._sleep(pause)
+                waited += pause
+
+    def in_window(self) -> int:
+        """How many calls the current window holds."""
+        with self._lock:
+            now = self._clock()
+            return sum(1 for s in self._stamps if s > now - self.per_seconds)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DailyBudget:
+    """syncd's share of Ultimo's daily quota: `limit` calls per UTC day.
+
+    With an engine the count lives in table `ultimo_budget` (one row per day, atomically
+    incremented) and survives restarts; with `engine=None` it is kept in memory.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None,
+        limit: int,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.engine = engine
+        self.limit = limit
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._memory: dict[str, int] = {}
+
+    def today(self) -> str:
+        """Today's key, `YYYY-MM-DD` in UTC."""
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the budget clock must give aware datetimes")
+        return now.astimezone(UTC).date().isoformat()
+
+    def spend(self, n: int = 1) -> None:
+        """Count `n` calls against today. Raises BudgetExhausted (counting nothing) when
+        today's count would exceed the limit; DatabaseError when the count cannot be stored."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        day = self.today()
+        if self.engine is None:
+            with self._lock:
+                spent = self._memory.get(day, 0)
+                if spent + n > self.limit:
+                    raise self._exhausted(day, spent)
+                self._memory[day] = spent + n
+            return
+        try:
+            with self.engine.begin() as conn:
+                self._ensure_row(conn, day)
+                # One conditional UPDATE is atomic on SQLite and PostgreSQL alike: two
+                # processes can never both take the last call.
+                result = conn.execute(
+                    update(UltimoBudget)
+                    .where(UltimoBudget.day == day, UltimoBudget.calls + n <= self.limit)
+                    .values(calls=UltimoBudget.calls + n, updated_at=self._clock())
+                )
+                if result.rowcount == 1:
+                    return
+                spent = conn.execute(select(UltimoBudget.calls).where(UltimoBudget.day == day)).scalar_one()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot record Ultimo calls in the budget table: {exc.__class__.__name__}") from exc
+        raise self._exhausted(day, int(spent))
+
+    def spent_today(self) -> int:
+        """Calls counted today (UTC). Raises DatabaseError when the table cannot be read."""
+        day = self.today()
+        if self.engine is None:
+            with self._lock:
+                return self._memory.get(day, 0)
+        try:
+            with self.engine.connect() as conn:
+                value = conn.execute(select(UltimoBudget.calls).where(UltimoBudget.day == day)).scalar()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot read the Ultimo budget table: {exc.__class__.__name__}") from exc
+        return int(value or 0)
+
+    def remaining(self) -> int:
+        """Calls still allowed today."""
+        return max(0, self.limit - self.spent_today())
+
+    def _ensure_row(self, conn, day: str) -> None:  # noqa: ANN001 - a SQLAlchemy Connection
+        values = {"day": day, "calls": 0, "updated_at": self._clock()}
+        dialect = conn.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:   # pragma: no cover - syncd supports SQLite and PostgreSQL only
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(UltimoBudget).values(**values))
+            except IntegrityError:
+                pass
+            return
+        conn.execute(dialect_insert(UltimoBudget).values(**values).on_conflict_do_nothing(index_elements=["day"]))
+
+    def _exhausted(self, day: str, spent: int) -> BudgetExhausted:
+        return BudgetExhausted(
+            f"syncd's daily Ultimo budget is spent: {spent} of {self.limit} calls used on {day} (UTC); "
+            "it resets at 00:00 UTC (ultimo.daily_call_budget)"
+        )
