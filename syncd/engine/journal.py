@@ -1,0 +1,154 @@
+"""The journal every remote write goes through, shared by the executor's write handlers.
+
+Step 1 (`_begin`: the intent, committed before the write) and step 3 (`_finish`, `_failed`:
+the outcome) of the executor's three steps, the conflict bookkeeping, and what counts as a
+whole system failing (`SYSTEM_FAILURES`: the remaining writes to that side stop for the room).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from syncd.calendars.base import RoomCalendar
+from syncd.core.model import (
+    CHANGED_ON_BOTH_SIDES,
+    REJECTED_BY_ULTIMO,
+    RESERVATION_IN_PAST,
+    ROOM_UNAVAILABLE,
+    ConflictInfo,
+    Room,
+    synced_hash,
+)
+from syncd.engine import conflicts
+from syncd.engine.settle import detach_journal
+from syncd.errors import (
+    BudgetExhausted,
+    CalendarAuthError,
+    CalendarThrottled,
+    CalendarUnreachable,
+    UltimoAuthError,
+    UltimoNotFound,
+    UltimoTransient,
+)
+from syncd.store.schema import (
+    JournalEntry,
+    Link,
+)
+
+log = structlog.get_logger("syncd.executor")
+
+# Errors that say a whole system is out of reach for now, not that one booking failed.
+SYSTEM_FAILURES: tuple[type[Exception], ...] = (
+    UltimoTransient, UltimoAuthError, UltimoNotFound, BudgetExhausted,
+    CalendarUnreachable, CalendarAuthError, CalendarThrottled,
+)
+
+CONFLICT_KINDS = (ROOM_UNAVAILABLE, RESERVATION_IN_PAST, CHANGED_ON_BOTH_SIDES, REJECTED_BY_ULTIMO)
+
+WRITE_KEYS = ("ultimo_created", "ultimo_moved", "ultimo_cancelled", "exchange_created", "exchange_moved",
+              "exchange_removed", "exchange_declined", "linked")
+
+
+@dataclass
+class ApplyResult:
+    """What applying one plan did."""
+
+    writes: Counter[str] = field(default_factory=Counter)
+    conflicts_new: int = 0
+    resolved: int = 0
+    errors: list[str] = field(default_factory=list)
+    failed_system: str | None = None
+
+
+class SideDown(Exception):
+    """Raised inside the executor to skip the remaining writes to one system."""
+
+
+class Journal:
+    """The journal and result helpers the write handlers share (state set by Executor)."""
+
+    sessions: sessionmaker[Session]
+    calendar: RoomCalendar
+    ultimo: Any
+    clock: Callable[[], datetime]
+    run_id: int | None
+    private_subject: str
+    mask_private: bool
+
+
+    def _begin(self, s: Session, room: Room, link: Link | None, side: str, kind: str,
+               payload: dict[str, Any]) -> JournalEntry:
+        """Step 1: the intent, in the caller's transaction (committed before the write)."""
+        now = self.clock()
+        if link is not None:
+            link.intent = f"{kind}_{side}"
+            link.intent_at = now
+            s.flush()
+        entry = JournalEntry(run_id=self.run_id, link_id=link.id if link is not None else None, room=room.mailbox,
+                             side=side, action=kind, payload=json.dumps(payload, default=str), status="pending",
+                             created_at=now)
+        s.add(entry)
+        s.flush()
+        return entry
+
+    def _finish(self, s: Session, entry_id: int, status: str, error: str | None = None) -> None:
+        entry = s.get(JournalEntry, entry_id)
+        if entry is not None:
+            entry.status = status
+            entry.error = error
+            entry.finished_at = self.clock()
+        if entry is not None and entry.link_id is not None:
+            link = s.get(Link, entry.link_id)
+            if link is not None:
+                link.intent = None
+                link.intent_at = None
+
+    def _failed(self, entry_id: int, error: Exception, *, drop_link: bool = False) -> None:
+        """Step 3 for a write that did not happen: settle the journal, keep the link as it was."""
+        with self.sessions.begin() as s:
+            entry = s.get(JournalEntry, entry_id)
+            link_id = entry.link_id if entry is not None else None
+            self._finish(s, entry_id, "failed", str(error))
+            if drop_link and link_id is not None:
+                link = s.get(Link, link_id)
+                if link is not None:
+                    detach_journal(s, link_id)
+                    s.delete(link)
+
+    def _conflict(self, room: Room, info: ConflictInfo, link_id: int | None, result: ApplyResult) -> None:
+        with self.sessions.begin() as s:
+            before = open_count(s, room.mailbox, info.booking_key, info.kind)
+            conflicts.record(s, room=room.mailbox, space_id=room.space_id, info=info, link_id=link_id,
+                             now=self.clock())
+        result.conflicts_new += 0 if before else 1
+
+    def _give_up(self, entry_id: int, e: Exception, what: str, side: str, result: ApplyResult, *,
+                 drop_link: bool = False) -> None:
+        """A write failed: settle its journal row, report it, and stop writing to `side`
+        for this room when the whole system is failing."""
+        self._failed(entry_id, e, drop_link=drop_link)
+        result.errors.append(f"{what}: {e}")
+        self._system_check(e, side)
+
+    def _system_check(self, error: Exception, side: str) -> None:
+        if isinstance(error, SYSTEM_FAILURES):
+            raise SideDown(f"{side}: {error}") from error
+
+    def _subject(self, subject: str | None, private: bool) -> str | None:
+        return self.private_subject if (private and self.mask_private) else subject
+
+
+def advance(link: Link, start: datetime, end: datetime) -> None:
+    link.start, link.end, link.synced_hash = start, end, synced_hash(start, end)
+
+
+def open_count(s: Session, room: str, key: str, kind: str) -> int:
+    return sum(1 for c in conflicts.open_for_room(s, room) if c.booking_key == key and c.kind == kind)
