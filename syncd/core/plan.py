@@ -25,7 +25,6 @@ from syncd.core.model import (
     stamp_for_reservation,
 )
 
-
 Side = Literal["ultimo", "exchange", "db"]
 
 

@@ -55,13 +55,13 @@ Actions come out ordered: db, cancellations, moves, creates; each by start, then
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from syncd.core.conflict_rules import ConflictRules, booking_key
+from syncd.core.guards import mass_cancellation_reason
 from syncd.core.model import (
     CHANGED_ON_BOTH_SIDES,
-    REJECTED_BY_ULTIMO,
     RESERVATION_IN_PAST,
-    ROOM_UNAVAILABLE,
     ConflictInfo,
     Event,
     Reservation,
@@ -91,10 +91,6 @@ from syncd.core.plan import (
 
 PRESENT, GONE, UNKNOWN, MISSING = "present", "gone", "unknown", "missing"
 DECLINE_REASON = "reservation cancelled in Ultimo"
-# A side emptied at once is taken for a bad read only when it would cancel at least this
-# many linked bookings: one booking cancelled is indistinguishable from, and far more
-# likely than, a broken read, and the cancellation cap still applies.
-MASS_MINIMUM = 2
 _RANK = {LinkPair: 0, RefreshLink: 0, Tombstone: 0, CancelReservation: 1, RemoveEvent: 1, DeclineEvent: 1,
          MoveReservation: 2, MoveEvent: 2, CreateReservation: 3, CreateEvent: 3}
 
@@ -106,35 +102,6 @@ def plan_room(snapshot: RoomSnapshot, policy: Policy) -> Plan:
     if halted is not None:
         return Plan(room=snapshot.room, halted=halted)
     return _Planner(snapshot, policy).run()
-
-
-def booking_key(link: LinkView) -> str:
-    """The booking key of a link: the event key for Exchange-origin bookings, else ultimo:<id>."""
-    if link.origin != "ultimo" and link.exchange_key:
-        return link.exchange_key
-    if link.ultimo_id:
-        return f"ultimo:{link.ultimo_id}"
-    return link.exchange_key or f"link:{link.id}"
-
-
-def mass_cancellation_reason(s: RoomSnapshot) -> str | None:
-    """Why this room must not be planned (a read came back empty where bookings were), or None."""
-    active = [lk for lk in s.links if lk.state == "active"]
-    if s.exchange is not None and s.exchange_window is not None and (s.previous_exchange_count or 0) > 0:
-        w = s.exchange_window
-        if not any(w.overlaps(e.start, e.end) for e in s.exchange):
-            at_risk = [lk for lk in active if (lk.exchange_key or lk.exchange_item_id) and w.overlaps(lk.start, lk.end)]
-            if len(at_risk) >= MASS_MINIMUM:
-                return (f"Exchange returned no bookings for {s.room.mailbox} (last read: "
-                        f"{s.previous_exchange_count}); {len(at_risk)} linked booking(s) would be cancelled")
-    if s.ultimo is not None and s.ultimo_window is not None and (s.previous_ultimo_count or 0) > 0:
-        w = s.ultimo_window
-        if not any(w.overlaps(r.start, r.end) for r in s.ultimo):
-            at_risk = [lk for lk in active if lk.ultimo_id and w.contains(lk.start, lk.end)]
-            if len(at_risk) >= MASS_MINIMUM:
-                return (f"Ultimo returned no reservations for space {s.room.space_id} (last read: "
-                        f"{s.previous_ultimo_count}); {len(at_risk)} linked booking(s) would be cancelled")
-    return None
 
 
 def _stamp_of(lk: LinkView) -> str | None:
@@ -151,7 +118,7 @@ def _same_times(a: Event | Reservation, b: Event | Reservation) -> bool:
 
 
 @dataclass
-class _Planner:
+class _Planner(ConflictRules):
     s: RoomSnapshot
     policy: Policy
     actions: list[Action] = field(default_factory=list)
@@ -448,86 +415,7 @@ class _Planner:
         if r.ultimo_id in self.orphan_removal:
             self.needs_removal[id(create)] = self.orphan_removal[r.ultimo_id]
 
-    # --- conflicts -------------------------------------------------------------------------
-
-    def _open(self, key: str, link_id: int | None) -> list[OpenConflict]:
-        found = self.conflicts_by_key.get(key, []) + self.conflicts_by_link.get(link_id, [])
-        return list({c.id: c for c in found}.values())
-
-    def _ultimo_allowed(self, key: str, link_id: int | None, start: datetime, end: datetime, *,
-                        create: bool, own: str | None) -> bool:
-        """create_gated: may Ultimo be asked again, given the open conflicts of this booking?"""
-        for c in self._open(key, link_id):
-            changed = c.start is not None and c.end is not None and (c.start, c.end) != (start, end)
-            if c.kind == RESERVATION_IN_PAST and (create or not changed):
-                return False
-            if c.kind == REJECTED_BY_ULTIMO and not changed:
-                return False
-            if c.kind == ROOM_UNAVAILABLE and not changed and not self._room_free(start, end, own):
-                return False
-        return True
-
-    def _room_free(self, start: datetime, end: datetime, own: str | None) -> bool:
-        """True when this pass's Ultimo read shows nothing within reach of [start, end).
-
-        Ultimo counts preparation and cleanup on both sides of a clash, and the new booking
-        gets the space's buffers too; they are not known in advance, so the largest seen on
-        the room's reservations stands in for them."""
-        w = self.s.ultimo_window
-        if self.s.ultimo is None or w is None or not w.contains(start, end):
-            return False
-        zero = timedelta(0)
-        prep = max((r.start - r.start_with_preparation for r in self.reservations.values()
-                    if r.start_with_preparation), default=zero)
-        cleanup = max((r.end_with_cleanup - r.end for r in self.reservations.values()
-                       if r.end_with_cleanup), default=zero)
-        want_start, want_end = start - max(prep, zero), end + max(cleanup, zero)
-        for r in self.reservations.values():
-            r_start = r.start_with_preparation or r.start
-            r_end = r.end_with_cleanup or r.end
-            if r.ultimo_id != own and r_start < want_end and r_end > want_start:
-                return False
-        return True
-
-    def _conflict(self, kind: str, lk: LinkView, key: str, ev: Event | None,
-                  start: datetime, end: datetime, message: str) -> None:
-        self.conflicts.append(ConflictInfo(
-            kind=kind, message=message, booking_key=key, subject=self._label(lk, ev),
-            organizer=(ev.organizer if ev else None) or lk.organizer, start=start, end=end,
-            ultimo_id=lk.ultimo_id))
-
-    def _resolve(self, key: str, link_id: int | None = None) -> None:
-        self.resolved.update(c.booking_key for c in self._open(key, link_id))
-
-    def _resolve_vanished(self) -> None:
-        """conflict_resolved for bookings without a link: gone from the side they came from."""
-        s = self.s
-        known = {lk.id for lk in s.links}
-        link_keys = {booking_key(lk) for lk in s.links}
-        by_key: dict[str, Event] = {}
-        for e in self.events:
-            by_key.setdefault(e.key, e)
-        for c in s.open_conflicts:
-            if c.link_id in known or c.booking_key in link_keys:
-                continue
-            if c.booking_key.startswith("ultimo:"):
-                uid = c.booking_key.removeprefix("ultimo:")
-                w = s.ultimo_window
-                if (s.ultimo is not None and uid not in self.reservations and w is not None
-                        and c.start is not None and c.end is not None and w.contains(c.start, c.end)):
-                    self.resolved.add(c.booking_key)
-            elif s.exchange is not None:
-                e = by_key.get(c.booking_key)
-                w = s.exchange_window
-                if (e is not None and e.cancelled) or (
-                        e is None and w is not None and c.start is not None and c.end is not None
-                        and w.overlaps(c.start, c.end)):
-                    self.resolved.add(c.booking_key)
-
     # --- output ----------------------------------------------------------------------------
-
-    def _label(self, lk: LinkView, ev: Event | None) -> str | None:
-        return self.policy.shown_subject(ev) if ev is not None else lk.subject
 
     def _add(self, action: Action) -> None:
         self.actions.append(action)
