@@ -266,6 +266,9 @@ class FakeCalendar:
             raise self.failures[mailbox]
         return "calendar folder readable"
 
+    def list_events(self, mailbox: str, window: TimeWindow) -> list[Any]:
+        return [object()] * len(mailbox.split("."))     # a count that differs per room
+
 
 def res(space: str, n: int) -> list[Reservation]:
     start = WINDOW.start + timedelta(hours=8)
@@ -275,10 +278,11 @@ def res(space: str, n: int) -> list[Reservation]:
 
 def test_check_all_ok() -> None:
     results = check_rooms(ROOMS, FakeUltimo({"A": res("A", 3), "B": res("B", 1)}), FakeCalendar(), WINDOW)
+    ok = "calendar ok (3 events in window; calendar folder readable)"
     assert [r.line() for r in results] == [
-        "room.a@example.com (A): ultimo ok (3 reservations in window), calendar ok (calendar folder readable)",
-        "room.b@example.com (B): ultimo ok (1 reservation in window), calendar ok (calendar folder readable)",
-        "room.c@example.com (C): ultimo ok (0 reservations in window), calendar ok (calendar folder readable)",
+        f"room.a@example.com (A): ultimo ok (3 reservations in window), {ok}",
+        f"room.b@example.com (B): ultimo ok (1 reservation in window), {ok}",
+        f"room.c@example.com (C): ultimo ok (0 reservations in window), {ok}",
     ]
     assert exit_status(results) == 0
 
@@ -324,9 +328,10 @@ def test_check_an_unreachable_calendar_for_some_rooms_only_is_1() -> None:
     assert exit_status(results) == 3 and cal.probed == ["room.a@example.com"]
 
 
-def test_check_window_is_today_in_ultimos_zone() -> None:
-    w = check_window(datetime(2026, 11, 20, 23, 30, tzinfo=UTC), "Europe/Amsterdam")   # already the 21st there
-    assert w.start == datetime(2026, 11, 20, 23, 0, tzinfo=UTC) and w.end - w.start == timedelta(days=1)
+def test_check_window_is_the_sync_window() -> None:
+    now = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)
+    w = check_window(now, 1, 30)
+    assert w.start == now - timedelta(days=1) and w.end == now + timedelta(days=30)
 
 
 def test_cmd_check_prints_and_creates_no_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -338,7 +343,9 @@ def test_cmd_check_prints_and_creates_no_database(tmp_path: Path, capsys: pytest
     assert status == 0
     assert out[0] == f"configuration: {path} is valid, 2 room(s)"
     assert "not created yet" in out[1]
-    assert out[2] == "room.c25@example.com (C-25): ultimo ok (2 reservations in window), calendar ok (calendar folder readable)"
+    assert out[2].startswith("window: 2026-11-19 12:00 to 2026-12-20 12:00 UTC")
+    assert out[3] == ("room.c25@example.com (C-25): ultimo ok (2 reservations in window), "
+                      "calendar ok (3 events in window; calendar folder readable)")
     assert not (tmp_path / "state").exists()
 
 
@@ -359,8 +366,9 @@ def test_check_reads_the_ultimo_sandbox(tmp_path: Path, ultimo_sandbox, capsys: 
     from syncd.ultimo.client import UltimoClient
 
     now = datetime.now(UTC)
-    window = check_window(now, "Europe/Amsterdam")
-    ultimo_sandbox.reserve("C-25", window.start + timedelta(hours=9), window.start + timedelta(hours=10))
+    soon = now.replace(minute=0, second=0, microsecond=0) + timedelta(days=20)
+    ultimo_sandbox.reserve("C-25", soon, soon + timedelta(hours=1))
+    ultimo_sandbox.reserve("C-25", soon + timedelta(days=20), soon + timedelta(days=20, hours=1))  # past the window
     ultimo = {**CONFIG["ultimo"], "base_url": ultimo_sandbox.url, "max_retries": 0}
     cfg, path = load_config(str(write_config(tmp_path, ultimo=ultimo)))
     client = UltimoClient.from_config(cfg.ultimo)
@@ -371,8 +379,9 @@ def test_check_reads_the_ultimo_sandbox(tmp_path: Path, ultimo_sandbox, capsys: 
         client.close()
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "room.c25@example.com (C-25): ultimo ok (1 reservation in window)" in out
-    assert "room.c26@example.com (C-26): ultimo ok (0 reservations in window)" in out
+    assert "room.c25@example.com (C-25): ultimo ok (1 reservation in window, 1 call)" in out
+    assert "room.c26@example.com (C-26): ultimo ok (0 reservations in window, 1 call)" in out
+    assert "Ultimo calls made by this check: 2 (of ultimo.daily_call_budget 5000)" in out
     assert ultimo_sandbox.calls() == 2
 
 
@@ -424,16 +433,22 @@ def sandbox_config(folder: Path, ultimo, ews, **changes: Any) -> Path:
 @pytest.mark.slow
 def test_syncd_check_end_to_end(tmp_path: Path, sandboxes, capsys: pytest.CaptureFixture[str]) -> None:
     ultimo, ews = sandboxes
-    now = datetime.now(UTC)
-    today = check_window(now, "Europe/Amsterdam")
-    ultimo.reserve("C-26", today.start + timedelta(hours=9), today.start + timedelta(hours=10))
+    from syncd.sandbox.ews.server import Recurrence
+
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    # The whole sync window is read (30 days by default), not only today.
+    ultimo.reserve("C-26", now + timedelta(days=25), now + timedelta(days=25, hours=1))
+    ultimo.reserve("C-26", now + timedelta(days=1), now + timedelta(days=1, hours=1))
+    ews.book("room.c25@example.com", subject="Stand-up", start=now + timedelta(days=2),
+             end=now + timedelta(days=2, minutes=15), organizer="alice@example.com",
+             recurrence=Recurrence(kind="daily", count=3))
     path = sandbox_config(tmp_path, ultimo, ews)
     assert main(["--config", str(path), "check"]) == 0
     out = capsys.readouterr().out
-    assert "room.c25@example.com (C-25): ultimo ok (0 reservations in window), calendar ok" in out
-    assert "room.c26@example.com (C-26): ultimo ok (1 reservation in window), calendar ok" in out
+    assert "room.c25@example.com (C-25): ultimo ok (0 reservations in window, 1 call), calendar ok (3 events" in out
+    assert "room.c26@example.com (C-26): ultimo ok (2 reservations in window, 1 call), calendar ok (0 events" in out
     assert not (tmp_path / "state").exists()      # check writes nothing, creates no database
-    assert len(ultimo.reservations()) == 1 and ews.items("room.c25@example.com") == []
+    assert len(ultimo.reservations()) == 2 and ews.items("room.c26@example.com") == []
 
 
 @pytest.mark.slow

@@ -146,7 +146,8 @@ BROKEN: list[tuple[str, Callable[[dict], dict | str], str]] = [
 ]
 
 
-@pytest.mark.parametrize("command", [["check"], ["db", "upgrade"]], ids=["check", "db-upgrade"])
+@pytest.mark.parametrize("command", [["check"], ["db", "upgrade"], ["config", "validate"], ["config", "show"]],
+                         ids=["check", "db-upgrade", "config-validate", "config-show"])
 @pytest.mark.parametrize("mutate, expected", [pytest.param(m, e, id=i) for i, m, e in BROKEN])
 def test_broken_configuration_exits_2_naming_the_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], mutate: Callable, expected: str

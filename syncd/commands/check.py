@@ -1,7 +1,9 @@
-"""`syncd check`: the configuration is valid (it loaded), then read, never write, from
-Ultimo and from every room's calendar, and say per room what works.
+"""`syncd check`: the configuration is valid (it loaded), then read, never write, the
+sync window (now - sync.past_days .. now + sync.future_days) of every room from Ultimo
+and from its calendar, and say per room what works and what the reads cost.
 
-    room.c25@example.com (C-25): ultimo ok (3 reservations in window), calendar ok
+    room.c25@example.com (C-25): ultimo ok (3 reservations in window, 1 call),
+        calendar ok (5 events in window; calendar 'Calendar' readable as ...)
 
 Exit status: 0 everything works; 3 a system could not be reached or refused the
 credentials (so it failed for every room); 1 some rooms failed.
@@ -14,7 +16,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 from syncd import logs
 from syncd.config.schema import Config
@@ -29,6 +30,8 @@ class ReservationReader(Protocol):
 
 class CalendarProber(Protocol):
     def probe(self, mailbox: str) -> str: ...
+
+    def list_events(self, mailbox: str, window: TimeWindow) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,9 @@ def _side(name: str, r: SideResult) -> str:
     return f"{name} FAILED: {r.detail}"
 
 
-def check_window(now: datetime, zone: str) -> TimeWindow:
-    """Today in Ultimo's zone, midnight to midnight: a small read."""
-    local = now.astimezone(ZoneInfo(zone))
-    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    return TimeWindow(start, start + timedelta(days=1))
+def check_window(now: datetime, past_days: int, future_days: int) -> TimeWindow:
+    """The window a sync reads: `past_days` before `now` to `future_days` after it."""
+    return TimeWindow(now - timedelta(days=past_days), now + timedelta(days=future_days))
 
 
 def _reason(exc: BaseException) -> str:
@@ -86,7 +87,7 @@ def check_rooms(
     calendar_down: SideResult | None = None
     for room in rooms:
         u = ultimo_down or _read_ultimo(ultimo, room, window)
-        c = calendar_down or _probe_calendar(calendar, room)
+        c = calendar_down or _probe_calendar(calendar, room, window)
         if u.system_wide and ultimo_down is None:
             ultimo_down = _not_tried(u, room)
         if c.system_wide and calendar_down is None:
@@ -100,6 +101,7 @@ def _not_tried(failed: SideResult, room: Room) -> SideResult:
 
 
 def _read_ultimo(ultimo: ReservationReader, room: Room, window: TimeWindow) -> SideResult:
+    before = getattr(ultimo, "calls", None)
     try:
         found = ultimo.get_reservations(room.space_id, window)
     except SyncdError as e:
@@ -107,17 +109,26 @@ def _read_ultimo(ultimo: ReservationReader, room: Room, window: TimeWindow) -> S
     except Exception as e:  # a client bug must not hide the other rooms' results
         return SideResult(False, f"unexpected {type(e).__name__}: {_reason(e)}", e)
     n = len(found)
-    return SideResult(True, f"{n} reservation{'' if n == 1 else 's'} in window")
+    detail = f"{n} reservation{'' if n == 1 else 's'} in window"
+    after = getattr(ultimo, "calls", None)
+    if isinstance(before, int) and isinstance(after, int):
+        # A full page makes the client split the window: the budget an operator plans with.
+        detail += f", {after - before} call{'' if after - before == 1 else 's'}"
+    return SideResult(True, detail)
 
 
-def _probe_calendar(calendar: CalendarProber, room: Room) -> SideResult:
+def _probe_calendar(calendar: CalendarProber, room: Room, window: TimeWindow) -> SideResult:
+    """The calendar folder is readable, and its events (occurrences expanded; only calendar
+    items, not the folder's other contents) in the window."""
     try:
         description = calendar.probe(room.mailbox)
+        n = len(calendar.list_events(room.mailbox, window))
     except SyncdError as e:
         return SideResult(False, _reason(e), e)
     except Exception as e:  # a client bug must not hide the other rooms' results
         return SideResult(False, f"unexpected {type(e).__name__}: {_reason(e)}", e)
-    return SideResult(True, logs.scrub_text(description or ""))
+    events = f"{n} event{'' if n == 1 else 's'} in window"
+    return SideResult(True, logs.scrub_text(f"{events}; {description}" if description else events))
 
 
 def exit_status(results: list[RoomResult]) -> int:
@@ -174,7 +185,12 @@ def cmd_check(
             calendar = EwsCalendar(cfg.calendar.ews)
             owned.append(calendar)
         rooms = [Room(r.mailbox, r.space_id) for r in cfg.rooms]
-        results = check_rooms(rooms, ultimo, calendar, check_window(now(), cfg.ultimo.timezone))
+        window = check_window(now(), cfg.sync.past_days, cfg.sync.future_days)
+        print(f"window: {window.start:%Y-%m-%d %H:%M} to {window.end:%Y-%m-%d %H:%M} UTC "
+              f"(sync.past_days {cfg.sync.past_days}, sync.future_days {cfg.sync.future_days})")
+        calls_before = getattr(ultimo, "calls", None)
+        results = check_rooms(rooms, ultimo, calendar, window)
+        calls_after = getattr(ultimo, "calls", None)
     finally:
         for client in owned:
             close = getattr(client, "close", None)
@@ -182,6 +198,9 @@ def cmd_check(
                 close()
     for r in results:
         print(r.line())
+    if isinstance(calls_before, int) and isinstance(calls_after, int):
+        spent = calls_after - calls_before
+        print(f"Ultimo calls made by this check: {spent} (of ultimo.daily_call_budget {cfg.ultimo.daily_call_budget})")
     status = exit_status(results)
     if status == 0 and not db_ok:
         status = 1

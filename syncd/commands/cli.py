@@ -1,4 +1,5 @@
-"""The command line: `syncd [--config PATH] [--log-level L] COMMAND`.
+"""The command line: `syncd [--config PATH] [--log-level L] COMMAND` (the global options
+may also come after the command: `syncd reconcile --log-level debug`).
 
 Parses, loads the configuration, sets up logging, then hands over to the command's
 module (imported only when that command runs). One error translator turns every
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from syncd import __version__, logs
@@ -29,6 +31,8 @@ HANDLERS: dict[str, tuple[str, str, bool]] = {
     "reconcile": ("syncd.commands.reconcile", "cmd_reconcile", True),
     "run": ("syncd.service.daemon", "cmd_run", True),
     "status": ("syncd.commands.status", "cmd_status", True),
+    "config validate": ("syncd.commands.configcmd", "cmd_config_validate", True),
+    "config show": ("syncd.commands.configcmd", "cmd_config_show", True),
     "conflicts list": ("syncd.commands.report", "cmd_conflicts_list", True),
     "conflicts export": ("syncd.commands.report", "cmd_conflicts_export", True),
     "sandbox": ("syncd.sandbox.serve", "cmd_sandbox", False),
@@ -44,17 +48,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def parse_since(value: str) -> date | datetime:
-    """`--since` checked at the command line: an ISO date (gives a date, meaning its UTC
-    midnight) or an ISO date-time (gives an aware datetime; without an offset, UTC)."""
+_RELATIVE_RE = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
+_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+SINCE_FORMS = "an ISO date or date-time (2026-11-01, 2026-11-01T08:00+01:00), 7d, 24h, 30m, 2w, today or yesterday"
+
+
+def parse_since(value: str, now: datetime | None = None) -> date | datetime:
+    """`--since` checked at the command line. An ISO date gives a date (meaning its UTC
+    midnight), an ISO date-time an aware datetime (without an offset: UTC); `today` and
+    `yesterday` give that UTC date; `7d`, `24h`, `30m`, `2w` give `now` less that long."""
+    text = value.strip().lower()
+    now = now or datetime.now(UTC)
+    if text in ("today", "yesterday"):
+        return now.astimezone(UTC).date() - timedelta(days=1 if text == "yesterday" else 0)
+    relative = _RELATIVE_RE.match(text)
+    if relative:
+        return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
     try:
         if len(value) == 10:
             return date.fromisoformat(value)
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO date or date-time (2026-11-01 or 2026-11-01T08:00+01:00)"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not {SINCE_FORMS}") from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
@@ -68,23 +83,38 @@ def _port(value: str) -> int:
     return port
 
 
+def _global_options(p: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """--config and --log-level. After the command they only override what was given
+    before it (SUPPRESS: absent means "not given here")."""
+    default = argparse.SUPPRESS if after_command else None
+    p.add_argument("--config", metavar="PATH", default=default,
+                   help="configuration file (default: $SYNCD_CONFIG, ./config.yaml, /etc/syncd/config.yaml)")
+    p.add_argument("--log-level", choices=LEVELS, type=str.lower, default=default, help="overrides logging.level")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; `args.command` names the handler key in HANDLERS."""
     p = _Parser(prog=PROG, description="Keeps Exchange room calendars and IFS Ultimo reservations in agreement.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    p.add_argument("--config", metavar="PATH",
-                   help="configuration file (default: $SYNCD_CONFIG, ./config.yaml, /etc/syncd/config.yaml)")
-    p.add_argument("--log-level", choices=LEVELS, type=str.lower, help="overrides logging.level")
+    _global_options(p, after_command=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, after_command=True)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=_Parser)
+    _add_commands(sub, common)
+    return p
 
-    s = sub.add_parser("check", help="validate the configuration and read from both systems")
+
+def _add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Every command's parser; each leaf takes the global options too (`common`)."""
+    leaf: dict[str, Any] = {"parents": [common]}
+    s = sub.add_parser("check", help="validate the configuration and read the sync window from both systems", **leaf)
     s.set_defaults(command="check")
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_cmd", metavar="ACTION", required=True, parser_class=_Parser)
-    db_sub.add_parser("upgrade", help="bring the schema to the newest version").set_defaults(command="db upgrade")
+    db_sub.add_parser("upgrade", help="bring the schema to the newest version", **leaf).set_defaults(command="db upgrade")
 
-    s = sub.add_parser("reconcile", help="one full sync of every room (or the named ones), then exit")
+    s = sub.add_parser("reconcile", help="one full sync of every room (or the named ones), then exit", **leaf)
     s.add_argument("--room", action="append", default=[], metavar="ROOM",
                    help="a room's mailbox or space id; repeatable")
     s.add_argument("--dry-run", action="store_true", help="print the plan, write nothing anywhere")
@@ -92,32 +122,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a room whose bookings all vanished on one side really is empty: cancel on the other side")
     s.set_defaults(command="reconcile")
 
-    sub.add_parser("run", help="the long-running service").set_defaults(command="run")
-    sub.add_parser("status", help="per-room state, last runs, open conflicts").set_defaults(command="status")
+    sub.add_parser("run", help="the long-running service", **leaf).set_defaults(command="run")
+    sub.add_parser("status", help="per-room state, last runs, open conflicts", **leaf).set_defaults(command="status")
+
+    c = sub.add_parser("config", help="the configuration, offline")
+    c_sub = c.add_subparsers(dest="config_cmd", metavar="ACTION", required=True, parser_class=_Parser)
+    c_sub.add_parser("validate", help="load, substitute and validate it; sends nothing; exit 0 or 2",
+                     **leaf).set_defaults(command="config validate")
+    c_sub.add_parser("show", help="the effective configuration as YAML, every secret redacted",
+                     **leaf).set_defaults(command="config show")
 
     c = sub.add_parser("conflicts", help="the conflict report")
     c_sub = c.add_subparsers(dest="conflicts_cmd", metavar="ACTION", required=True, parser_class=_Parser)
-    s = c_sub.add_parser("list", help="open conflicts as a table")
+    s = c_sub.add_parser("list", help="open conflicts as a table", **leaf)
     s.add_argument("--all", action="store_true", help="resolved conflicts too")
     s.set_defaults(command="conflicts list")
-    s = c_sub.add_parser("export", help="the conflict report as csv, json or html")
+    s = c_sub.add_parser("export", help="the conflict report as csv, json or html", **leaf)
     s.add_argument("--format", required=True, choices=("csv", "json", "html"), type=str.lower)
     s.add_argument("--output", metavar="FILE", help="write here instead of standard output")
     s.add_argument("--all", action="store_true", help="resolved conflicts too")
     s.add_argument("--since", type=parse_since, metavar="DATE",
-                   help="only conflicts detected at or after DATE (ISO date or date-time)")
+                   help="only conflicts detected at or after DATE: an ISO date (UTC midnight) or date-time, "
+                        "7d, 24h, 30m, 2w (ago), today or yesterday (UTC)")
     s.set_defaults(command="conflicts export")
 
-    s = sub.add_parser("sandbox", help="run the bundled Ultimo and EWS sandboxes on loopback")
+    s = sub.add_parser("sandbox", help="run the bundled Ultimo and EWS sandboxes on loopback", **leaf)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--ultimo-port", type=_port, default=0)
     s.add_argument("--ews-port", type=_port, default=0)
     s.set_defaults(command="sandbox")
 
-    s = sub.add_parser("demo", help="sandboxes + example bookings + a reconcile, needs nothing else")
-    s.add_argument("--dir", metavar="DIR", help="where the demo's database and report go (default: a new temp folder)")
+    s = sub.add_parser("demo", help="sandboxes + example bookings + a reconcile, needs nothing else", **leaf)
+    s.add_argument("--dir", metavar="DIR", default="syncd-demo",
+                   help="folder for the demo's configuration, database and conflict report; made when missing, "
+                        "its earlier demo database replaced (default: ./syncd-demo)")
     s.set_defaults(command="demo")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -193,7 +193,10 @@ class UltimoClient:
                 wait = self._backoff(attempt, error.retry_after)
                 if attempt == attempts or wait is None:
                     raise error from None
-                log.warning("ultimo.retry", workflow=workflow, attempt=attempt, error=str(error), wait=round(wait, 3))
+                # Unreachable: the detail is for debugging, the one line comes with the error
+                # raised after the last attempt. A refusal worth a retry (5xx, 429) is news.
+                level = log.debug if isinstance(error, UltimoUnreachable) else log.warning
+                level("ultimo.retry", workflow=workflow, attempt=attempt, error=str(error), wait=round(wait, 3))
                 self._sleep(wait)
         raise AssertionError("unreachable")   # pragma: no cover
 

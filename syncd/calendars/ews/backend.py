@@ -119,8 +119,8 @@ class EwsCalendar:
         def op(_: int) -> str:
             account = self._account(mailbox)
             folder = Calendar.get_distinguished(root=account.root)
-            count = "" if folder.total_count is None else f", {folder.total_count} items"
-            return f"calendar {folder.name or 'Calendar'!r} readable as {self._who} ({self._cfg.access}{count})"
+            # The folder's total_count counts every item in it (any time, any kind): not shown.
+            return f"calendar {folder.name or 'Calendar'!r} readable as {self._who} ({self._cfg.access})"
 
         return self._run(mailbox, "probe", op)
 
@@ -365,8 +365,10 @@ class EwsCalendar:
                         f"EWS at {self._cfg.endpoint} unreachable for {mailbox} ({what}) after "
                         f"{attempt + 1} attempts: {_root_cause(e)}") from e
                 wait = RECONNECT_FIRST_WAIT * 2**attempt
-                log.warning("ews_reconnect", mailbox=mailbox, op=what, attempt=attempt + 1, wait=wait,
-                            error=_brief(e))
+                # The detail is for debugging; the one line an operator needs comes with the
+                # CalendarUnreachable raised after the last attempt.
+                log.debug("ews_reconnect", mailbox=mailbox, op=what, attempt=attempt + 1, wait=wait,
+                          error=_brief(e))
                 self._sleep(wait)   # the failed session was retired; the next attempt opens a new one
                 attempt += 1
                 continue
