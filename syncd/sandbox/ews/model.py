@@ -123,6 +123,7 @@ class Item:
     declined_occurrences: list[datetime] = field(default_factory=list)
     removed: bool = False
     history: list[int] = field(default_factory=list)  # the sequence number of every write
+    occurrence_deletions: set[int] = field(default_factory=set)  # the writes that only deleted an occurrence
     declined_to: str | None = None
 
     @property

@@ -18,7 +18,6 @@ CalendarView includes items that end exactly at the window start, as real EWS do
 
 from __future__ import annotations
 
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -72,15 +71,18 @@ class EwsSandbox:
         users: dict[str, str] | None = None,
         auth: Literal["basic", "ntlm", "any"] = "any",
         timezone: str = "Europe/Amsterdam",
+        store: Store | None = None,
     ) -> None:
+        """`store`: serve these mailboxes (e.g. a GraphSandbox's `store`, so both protocols
+        see the same calendars); its zone then wins over `timezone`."""
         if auth not in ("basic", "ntlm", "any"):
             raise ValueError(f"auth must be basic, ntlm or any, not {auth!r}")
         self.auth = auth
         self._auth = Authenticator(auth, users)
-        self.zone = ZoneInfo(timezone)
-        self.store = Store(self.zone)
+        self.store = store if store is not None else Store(ZoneInfo(timezone))
+        self.zone = self.store.zone
         self.journal: list[tuple[float, str | None, str]] = []
-        self._lock = threading.RLock()
+        self._lock = self.store.lock
         self._faults: list[_Fault] = []
         self._server = LoopbackServer(self._handle, host=host, port=port)
 

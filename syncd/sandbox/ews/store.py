@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -100,10 +101,12 @@ def pattern_dates(master: Item, zone: ZoneInfo) -> Iterator[date]:
 
 
 class Store:
-    """All mailboxes of one sandbox. Not thread-safe by itself: the server serialises calls."""
+    """All mailboxes of one sandbox. Not thread-safe by itself: every server serving it (EWS,
+    Graph, or both on one shared store) holds `lock` around its calls."""
 
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
+        self.lock = threading.RLock()
         self.mailboxes: dict[str, dict[str, Item]] = {}
         self.seq = 0
         self._keys = itertools.count(1)
@@ -325,6 +328,7 @@ class Store:
         master.overrides.pop(occ.original_start, None)
         master.deleted.add(occ.original_start)
         self.touch(master)
+        master.occurrence_deletions.add(master.seq)
 
     def set_times(self, target: Item | Occurrence, start: datetime | None, end: datetime | None) -> None:
         """Move an item or occurrence; moving a master moves the whole series and drops its exceptions."""
