@@ -29,14 +29,14 @@ SECRET_KEYS = frozenset(
     {
         "api_key", "apikey", "password", "passwd", "client_secret", "access_token",
         "refresh_token", "id_token", "token", "authorization", "proxy-authorization",
-        "secret",
+        "secret", "client_assertion", "private_key",
     }
 )
 
 # Libraries whose DEBUG output is useful only when asked for: at other levels they
 # log warnings and worse, so a request log does not drown syncd's own lines.
 CHATTY_LOGGERS = ("exchangelib", "requests_ntlm", "urllib3", "httpx", "httpcore", "spnego", "requests_oauthlib",
-                  "oauthlib", "apscheduler", "alembic")
+                  "oauthlib", "apscheduler", "alembic", "msal")
 
 _HEADER_RE = re.compile(
     r"(?i)\b(authorization|proxy-authorization|apikey|api-key|x-api-key|cookie|set-cookie)"
@@ -49,6 +49,10 @@ _FIELD_RE = re.compile(
     r"(?i)\b(access_token|refresh_token|id_token|client_secret|api_key|password)"
     r"(\s*=\s*|['\"]\s*:\s*['\"]?)([^'\"\s,}&<]+)"
 )
+# A JSON Web Token (an access token, a signed client assertion): three base64url parts.
+_JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
+# Form fields of a token request that carry a credential.
+_ASSERTION_RE = re.compile(r"(?i)\b(client_assertion|assertion)(\s*=\s*|['\"]\s*:\s*['\"]?)([^'\"\s,}&<]+)")
 # XML elements that carry secrets (SOAP bodies printed at DEBUG).
 _XML_RE = re.compile(r"(?i)(<(?:\w+:)?(?:password|client_secret|access_token)>)([^<]*)(</)")
 
@@ -74,6 +78,12 @@ def register_secret(value: object) -> None:
         _secrets.add(variant)
 
 
+def forget_secret(value: str) -> None:
+    """Stop masking one value (a token that has expired and will never be used again)."""
+    for variant in (value, quote(value, safe=""), quote_plus(value)):
+        _secrets.discard(variant)
+
+
 def forget_secrets() -> None:
     """Forget every registered secret (for tests)."""
     _secrets.clear()
@@ -90,6 +100,8 @@ def scrub_text(text: str) -> str:
     text = _HEADER_RE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     text = _FIELD_RE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     text = _XML_RE.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    text = _ASSERTION_RE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    text = _JWT_RE.sub(MASK, text)
     return text
 
 

@@ -180,9 +180,9 @@ def cmd_check(
             ultimo = UltimoClient.from_config(cfg.ultimo, engine=None)
             owned.append(ultimo)
         if calendar is None:
-            from syncd.calendars.ews.backend import EwsCalendar
+            from syncd.calendars.factory import open_calendar
 
-            calendar = EwsCalendar(cfg.calendar.ews)
+            calendar = open_calendar(cfg)
             owned.append(calendar)
         rooms = [Room(r.mailbox, r.space_id) for r in cfg.rooms]
         window = check_window(now(), cfg.sync.past_days, cfg.sync.future_days)
@@ -196,8 +196,13 @@ def cmd_check(
             close = getattr(client, "close", None)
             if close is not None:
                 close()
+    graph = cfg.calendar.graph if cfg.calendar.backend == "graph" else None
     for r in results:
         print(r.line())
+        if graph is not None:
+            # What the app may reach is set in Exchange Online (RBAC for Applications), not here.
+            print(f"  scope of the app, as an Exchange administrator sees it: "
+                  f"Test-ServicePrincipalAuthorization -Identity {graph.client_id} -Resource {r.room.mailbox}")
     if isinstance(calls_before, int) and isinstance(calls_after, int):
         spent = calls_after - calls_before
         print(f"Ultimo calls made by this check: {spent} (of ultimo.daily_call_budget {cfg.ultimo.daily_call_budget})")

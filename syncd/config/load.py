@@ -34,7 +34,8 @@ SEARCH_PATHS = (Path("config.yaml"), Path("/etc/syncd/config.yaml"))
 SECRET_KEYS = ("api_key", "password", "client_secret")
 # Keys holding a file path: relative paths are taken from the configuration's folder.
 PATH_KEYS = (("ultimo", "client_cert"), ("ultimo", "client_key"), ("ultimo", "verify_tls"),
-             ("calendar", "ews", "verify_tls"))
+             ("calendar", "ews", "verify_tls"), ("calendar", "graph", "certificate_file"),
+             ("calendar", "graph", "private_key_file"), ("calendar", "graph", "ca_file"))
 
 # `$${` writes a literal `${`; a lone `$` (as in a password) is left alone.
 _REF_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}")

@@ -7,6 +7,7 @@ Every key not in interface.md is documented in config.example.yaml.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -125,9 +126,64 @@ class EwsConfig(_Strict):
         return self
 
 
+_TENANT = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9][\w.-]*)$"
+
+
+class GraphConfig(_Strict):
+    """Microsoft Graph, app-only (client credentials): a secret, or a certificate and its key."""
+
+    tenant_id: str = Field(pattern=_TENANT)            # directory (tenant) id or a verified domain
+    client_id: str = Field(pattern=_GUID)              # the app registration's application (client) id
+    client_secret: SecretStr | None = None
+    certificate_file: str | None = None                # PEM certificate uploaded to the app registration
+    private_key_file: str | None = None                # its PEM private key (unencrypted)
+    authority: str = Field("https://login.microsoftonline.com", pattern=r"^https://\S+$")
+    graph_url: str = Field("https://graph.microsoft.com/v1.0", pattern=r"^https?://\S+$")
+    ca_file: str | None = None                         # trust a private CA (a TLS-inspecting proxy, the sandbox)
+    timezone: str = "Europe/Amsterdam"                 # zone syncd writes events in; all-day fallback
+    timeout_seconds: float = Field(60.0, gt=0, le=600)
+    throttle_max_wait_seconds: float = Field(60.0, ge=0, le=3600)
+    # Open questions only a real tenant settles (graph.md section 11); the defaults follow the documentation.
+    max_concurrent_requests: int = Field(4, ge=1, le=4)   # Outlook allows 4 per app (one reading: per mailbox)
+    page_size: int = Field(100, ge=10, le=1000)            # Prefer: odata.maxpagesize
+    check_change_key_before_write: bool = False         # GET and compare first, for a tenant ignoring If-Match
+
+    _zone = field_validator("timezone")(classmethod(lambda cls, v: _check_zone(v)))
+
+    @field_validator("authority", "graph_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> GraphConfig:
+        cert = self.certificate_file is not None or self.private_key_file is not None
+        if self.client_secret is not None and cert:
+            raise ValueError("give client_secret or certificate_file + private_key_file, not both")
+        if not cert and self.client_secret is None:
+            raise ValueError("needs client_secret (or client_secret_file), or certificate_file + private_key_file")
+        if cert:
+            missing = [k for k in ("certificate_file", "private_key_file") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"a certificate needs {' and '.join(missing)} too")
+            from syncd.config.certs import load_certificate
+
+            load_certificate(self.certificate_file or "", self.private_key_file or "")
+        if self.ca_file is not None and not os.path.isfile(self.ca_file):
+            raise ValueError(f"ca_file {self.ca_file}: no such file")
+        return self
+
+
 class CalendarConfig(_Strict):
-    backend: Literal["ews"] = "ews"
-    ews: EwsConfig
+    backend: Literal["ews", "graph"] = "ews"
+    ews: EwsConfig | None = None
+    graph: GraphConfig | None = None
+
+    @model_validator(mode="after")
+    def _section_for_backend(self) -> CalendarConfig:
+        if getattr(self, self.backend) is None:
+            raise ValueError(f"backend {self.backend} needs a calendar.{self.backend} section")
+        return self
 
 
 class RoomConfig(_Strict):

@@ -77,6 +77,9 @@ class NewEvent:
     end: datetime
     stamp: str
     body: str = ""
+    # An idempotency key for this create attempt (Graph's transactionId), fixed by the
+    # journal's intent: a retry of the same intent reuses it, a later re-create does not.
+    transaction_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", utc(self.start))

@@ -4,12 +4,14 @@ actions (linking a pair, refreshing or tombstoning a link), each through the jou
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from syncd.core.model import (
     Room,
+    short_hash,
     synced_hash,
 )
 from syncd.core.plan import (
@@ -64,8 +66,12 @@ class CalendarWrites(Journal):
                 "stamp": a.new.stamp, "start": a.new.start.isoformat(), "end": a.new.end.isoformat(),
                 "subject": a.new.subject})
             entry_id, link_id = entry.id, link.id
+            # Graph's transactionId: fixed by this intent (a retry of it never duplicates the
+            # event), new for a later intent (a re-create after a deletion does not collide).
+            new = replace(a.new, transaction_id="syncd-" + short_hash(a.new.stamp, str(entry_id),
+                                                                      entry.created_at.isoformat(), length=32))
         try:
-            ref = self.calendar.create_event(room.mailbox, a.new)
+            ref = self.calendar.create_event(room.mailbox, new)
         except CalendarAuthError as e:
             self._failed(entry_id, e, drop_link=True)
             raise SideDown(f"exchange: {e}") from e

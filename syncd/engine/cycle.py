@@ -119,11 +119,11 @@ class SyncEngine:
 
     @classmethod
     def from_config(cls, cfg: Config, engine: Engine, *, stop: threading.Event | None = None) -> SyncEngine:
-        """An engine with the EWS backend and an Ultimo client whose budget is kept in `engine`."""
-        from syncd.calendars.ews.backend import EwsCalendar
+        """An engine with the configured calendar backend and an Ultimo client whose budget is kept in `engine`."""
+        from syncd.calendars.factory import open_calendar
         from syncd.ultimo.client import UltimoClient
 
-        return cls(cfg, engine, calendar=EwsCalendar(cfg.calendar.ews),
+        return cls(cfg, engine, calendar=open_calendar(cfg),
                    ultimo=UltimoClient.from_config(cfg.ultimo, engine), stop=stop)
 
     def close(self) -> None:

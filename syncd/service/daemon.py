@@ -69,12 +69,13 @@ BuildSync = Callable[[Config, Engine, Pacer, threading.Event, int], SyncEngine]
 
 
 def build_sync(cfg: Config, engine: Engine, pacer: Pacer, stop: threading.Event, run_id: int) -> SyncEngine:
-    """The production SyncEngine: EWS, and an Ultimo client whose every call passes the pacer."""
-    from syncd.calendars.ews.backend import EwsCalendar
+    """The production SyncEngine: the configured calendar backend, and an Ultimo client whose
+    every call passes the pacer."""
+    from syncd.calendars.factory import open_calendar
     from syncd.ultimo.client import UltimoClient
 
     ultimo = UltimoClient(cfg.ultimo, budget=pacer, limiter=RateLimiter(cfg.ultimo.calls_per_10s, 10.0))  # type: ignore[arg-type]
-    return SyncEngine(cfg, engine, calendar=EwsCalendar(cfg.calendar.ews), ultimo=ultimo, stop=stop, run_id=run_id)
+    return SyncEngine(cfg, engine, calendar=open_calendar(cfg), ultimo=ultimo, stop=stop, run_id=run_id)
 
 
 class Service:
