@@ -25,8 +25,11 @@ demo: $(STAMP)
 sandbox: $(STAMP)
 	$(BIN)/syncd sandbox
 
+# ruff, mypy (strict on syncd/core, see pyproject.toml) and the layering check
 lint: $(STAMP)
 	$(BIN)/ruff check syncd tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/python tests/test_layers.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulated_day.py

@@ -4,6 +4,7 @@
 - `pg_schema_url`: a fresh PostgreSQL schema for this test only (search_path set in
   the URL), dropped afterwards.
 - `tmp_db_url`: a SQLite file URL in the test's tmp_path (the file is not created).
+- `built_wheel`: a wheel of syncd built once per session from a copy of the tree.
 - `db_urls`: parametrized over SQLite and PostgreSQL: one URL per test, each a fresh,
   empty database (the PostgreSQL variant is marked `postgres` and skips without it).
 """
@@ -11,6 +12,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +24,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 PG_ENV = "SYNCD_TEST_POSTGRES_URL"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -55,3 +60,23 @@ def db_urls(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'syncd.db'}"
     return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    try:
+        import hatchling  # noqa: F401
+    except ImportError:
+        pytest.skip("hatchling is not installed: the wheel cannot be built without the network")
+    # Build from a copy: the checkout may hold other people's work in progress and a .venv.
+    src = out / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.db", ".pytest_cache",
+                                                             "build", "dist", "tmp"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "--disable-pip-version-check", "-q", "-w", str(out / "dist"), str(src)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = (out / "dist").glob("syncd-*.whl")
+    return wheel

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -190,26 +189,8 @@ def test_postgres_refused_names_the_server_not_the_password() -> None:
 # --- the migrations as an installed wheel carries them --------------------------------
 
 
-def _build_wheel(out: Path) -> Path:
-    try:
-        import hatchling  # noqa: F401
-    except ImportError:
-        pytest.skip("hatchling is not installed: the wheel cannot be built without the network")
-    # Build from a copy: the checkout may hold other people's work in progress and a .venv.
-    src = out / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.db", ".pytest_cache",
-                                                             "build", "dist", "tmp"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "-q", "-w", str(out / "dist"), str(src)],
-        check=True, capture_output=True, timeout=300,
-    )
-    (wheel,) = (out / "dist").glob("syncd-*.whl")
-    return wheel
-
-
-def test_installed_wheel_carries_the_migrations_and_they_run(tmp_path: Path) -> None:
-    wheel = _build_wheel(tmp_path)
+def test_installed_wheel_carries_the_migrations_and_they_run(tmp_path: Path, built_wheel: Path) -> None:
+    wheel = built_wheel
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         assert "syncd/_migrations/versions/0001_initial.py" in names

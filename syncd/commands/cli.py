@@ -213,7 +213,8 @@ def _handler(module_name: str, func_name: str, command: str) -> Callable[..., in
         if e.name and (e.name == module_name or module_name.startswith(e.name + ".")):
             raise SyncdError(f"`{PROG} {command}` is not available in this build ({module_name} is missing)") from None
         raise
-    return getattr(module, func_name)  # type: ignore[no-any-return]
+    handler: Callable[..., int] = getattr(module, func_name)
+    return handler
 
 
 def cmd_db_upgrade(cfg: Any, args: argparse.Namespace) -> int:

@@ -107,10 +107,10 @@ class ConflictRules:
                         and c.start is not None and c.end is not None and w.contains(c.start, c.end)):
                     self.resolved.add(c.booking_key)
             elif s.exchange is not None:
-                e = by_key.get(c.booking_key)
+                seen = by_key.get(c.booking_key)
                 w = s.exchange_window
-                if (e is not None and e.cancelled) or (
-                        e is None and w is not None and c.start is not None and c.end is not None
+                if (seen is not None and seen.cancelled) or (
+                        seen is None and w is not None and c.start is not None and c.end is not None
                         and w.overlaps(c.start, c.end)):
                     self.resolved.add(c.booking_key)
 

@@ -216,27 +216,27 @@ class _Planner(ConflictRules):
             wanting: list[tuple[Event, LinkView | None]] = [
                 (e, None) for e in self.free_events if id(e) not in used_ev and self._wants_reservation(e)]
             for lk in self.active:
-                e = self.claimed.get(lk.id)
-                if lk.ultimo_id is None and e is not None and not e.cancelled and e.end > self.now:
-                    wanting.append((e, lk))
+                claimed = self.claimed.get(lk.id)
+                if lk.ultimo_id is None and claimed is not None and not claimed.cancelled and claimed.end > self.now:
+                    wanting.append((claimed, lk))
             wanting.sort(key=lambda p: (p[0].start, p[0].end, p[0].key))
             twins: dict[tuple[datetime, datetime], list[Reservation]] = {}
             for r in sorted(self.free_res, key=lambda r: r.ultimo_id, reverse=True):
                 if r.ultimo_id not in used_res and r.ultimo_id not in self.tomb_ultimo and r.end > self.now:
                     twins.setdefault((r.start, r.end), []).append(r)
-            for e, lk in wanting:
+            for e, owner in wanting:
                 same = twins.get((e.start, e.end))
                 if not same:
                     continue
                 match = same.pop()                         # lowest UltimoId first: deterministic
                 used_res.add(match.ultimo_id)
                 used_ev.add(id(e))
-                key = booking_key(lk) if lk else e.key
-                self._add(LinkPair(key, e, match, origin=lk.origin if lk else "both",
-                                   link_id=lk.id if lk else None))
-                self._resolve(key, lk.id if lk else None)
-                if lk:
-                    self.paired_links.add(lk.id)
+                key = booking_key(owner) if owner else e.key
+                self._add(LinkPair(key, e, match, origin=owner.origin if owner else "both",
+                                   link_id=owner.id if owner else None))
+                self._resolve(key, owner.id if owner else None)
+                if owner:
+                    self.paired_links.add(owner.id)
         self.free_events = [e for e in self.free_events if id(e) not in used_ev]
         self.free_res = [r for r in self.free_res if r.ultimo_id not in used_res]
 
@@ -438,7 +438,7 @@ class _Planner(ConflictRules):
         )
 
 
-def _order(a: Action) -> tuple:
+def _order(a: Action) -> tuple[object, ...]:
     start = _start_of(a)
     return (_RANK[type(a)], start is None, start or 0, a.booking_key, type(a).__name__, a.describe())
 

@@ -113,7 +113,7 @@ class CalendarWrites(Journal):
             if link is not None:
                 advance(link, a.start, a.end)
                 link.exchange_item_id, link.exchange_change_key = ref.item_id, ref.change_key
-            link.exchange_key = ref.key or link.exchange_key
+                link.exchange_key = ref.key or link.exchange_key
             self._finish(s, entry_id, "done")
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
         result.writes["exchange_moved"] += 1

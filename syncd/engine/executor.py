@@ -8,7 +8,7 @@ For every write to Ultimo or Exchange, three steps, each its own transaction:
                 intent cleared, together
 
 A crash between 1 and 3 leaves a pending journal row and a link with an intent.
-`settle_room` (syncd/settle.py) runs before anything else touches that room again and decides from the
+`settle_room` (syncd/engine/settle.py) runs before anything else touches that room again and decides from the
 remote side whether the write happened: an Ultimo create is recognised by an unlinked
 reservation with the intended times (Ultimo does not return ExternalIds), an Exchange
 create by syncd's stamp. So a crash at any instant never duplicates a booking.

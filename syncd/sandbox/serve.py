@@ -131,7 +131,7 @@ def cmd_sandbox(args: argparse.Namespace, out: TextIO | None = None, stop: threa
 def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}   # signals reach the main thread only; the caller stops us through `stop`
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, lambda *_: stop.set())
     return previous

@@ -74,7 +74,7 @@ def build_sync(cfg: Config, engine: Engine, pacer: Pacer, stop: threading.Event,
     from syncd.calendars.factory import open_calendar
     from syncd.ultimo.client import UltimoClient
 
-    ultimo = UltimoClient(cfg.ultimo, budget=pacer, limiter=RateLimiter(cfg.ultimo.calls_per_10s, 10.0))  # type: ignore[arg-type]
+    ultimo = UltimoClient(cfg.ultimo, budget=pacer, limiter=RateLimiter(cfg.ultimo.calls_per_10s, 10.0))
     return SyncEngine(cfg, engine, calendar=open_calendar(cfg), ultimo=ultimo, stop=stop, run_id=run_id)
 
 

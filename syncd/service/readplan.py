@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from syncd.core.model import TimeWindow, utc
@@ -75,12 +76,12 @@ class ReadPolicy:
         return self.rate * (1 - self.write_share)
 
     @classmethod
-    def for_budget(cls, daily_budget: int, calls_per_10s: int, **kw: float | int | str) -> ReadPolicy:
+    def for_budget(cls, daily_budget: int, calls_per_10s: int, **kw: Any) -> ReadPolicy:
         """A policy whose buckets suit `daily_budget`: a bank of a tenth of the day (what
         the quiet hours save for the busy hours' writes), a tenth of it kept from reads,
         reads bursting at most a fifth of it."""
         capacity = float(max(2, round(daily_budget / 10)))
-        return cls(daily_budget=daily_budget, capacity=capacity,  # type: ignore[arg-type]
+        return cls(daily_budget=daily_budget, capacity=capacity,
                    read_reserve=float(max(1, math.floor(capacity / 10))),
                    read_burst=float(max(1, round(capacity / 5))), **kw)
 

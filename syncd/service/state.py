@@ -99,9 +99,9 @@ class ServiceState:
         try:
             with engine.connect() as conn:
                 states = {r.room: r for r in conn.execute(select(RoomState)).all()}
-                open_counts = dict(conn.execute(
+                open_counts: dict[str, int] = {room: count for room, count in conn.execute(
                     select(Conflict.room, func.count()).where(Conflict.status == "open").group_by(Conflict.room)
-                ).all())
+                ).all()}
         except SQLAlchemyError as e:
             log.warning("service.state_unreadable", error=type(e).__name__)
             return

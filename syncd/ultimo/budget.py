@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -167,9 +167,11 @@ class DailyBudget:
         values = {"day": day, "calls": 0, "updated_at": self._clock()}
         dialect = conn.dialect.name
         if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+            dialect_insert: Callable[..., Any] = sqlite_insert
         elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+            dialect_insert = pg_insert
         else:   # pragma: no cover - syncd supports SQLite and PostgreSQL only
             try:
                 with conn.begin_nested():

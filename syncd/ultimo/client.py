@@ -250,7 +250,7 @@ class UltimoClient:
         message = self._scrub(message)
         if status in (429, 413):
             text = message or "quota exceeded"
-            error = UltimoQuotaExceeded(f"Ultimo quota exceeded ({status}) on {workflow}: {text}", self._retry_after(response))
+            error: UltimoTransient = UltimoQuotaExceeded(f"Ultimo quota exceeded ({status}) on {workflow}: {text}", self._retry_after(response))
             raise _Retry(error, sent=False)
         if status >= 500:
             text = message or code or _snippet(response)

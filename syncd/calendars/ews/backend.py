@@ -82,7 +82,7 @@ class _SyncFolderItems(SyncFolderItems):
     without one (ErrorInvalidSyncStateData) surfaces as an AttributeError; this lets the
     error itself be raised."""
 
-    def _get_element_container(self, message, name=None):  # type: ignore[no-untyped-def]
+    def _get_element_container(self, message, name=None):
         if message.get("ResponseClass") != "Success" and message.find(f"{{{MNS}}}SyncState") is None:
             return EWSService._get_element_container(self, message, name=name)
         return super()._get_element_container(message, name=name)
@@ -240,7 +240,7 @@ class EwsCalendar:
             if len(found) > 1:
                 log.warning("ews_stamp_duplicated", mailbox=mailbox, stamp=stamp, count=len(found))
             inside = [e for e in found if in_window(e, window)]
-            return (inside or found or [None])[0]
+            return (inside or found)[0] if found else None
 
         return self._run(mailbox, "find_stamped", op)
 
@@ -451,6 +451,6 @@ def _root_cause(e: BaseException) -> str:
     return text
 
 
-def _brief(e: Exception) -> str:
+def _brief(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     return text if len(text) <= 200 else text[:200] + "…"

@@ -69,8 +69,8 @@ class Authenticator:
                 return self.unauthorized("NTLM " + base64.b64encode(message).decode())
             if kind == 3:
                 with self._lock:
-                    challenge = self._challenges.pop(request.client, None)
-                if challenge is not None and self._ntlm_ok(raw, challenge):
+                    issued = self._challenges.pop(request.client, None)
+                if issued is not None and self._ntlm_ok(raw, issued):
                     return None
         return self.unauthorized()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import xml.etree.ElementTree as ET
 from datetime import timedelta
 
@@ -129,7 +130,7 @@ def _paged_view(
     if order is not None:
         for field_order in reversed(list(order)):
             uri = field_order[0] if len(field_order) else None
-            items.sort(key=lambda i, u=uri: sort_key(u, i), reverse=field_order.get("Order") == "Descending")
+            items.sort(key=functools.partial(sort_key, uri), reverse=field_order.get("Order") == "Descending")
     total = len(items)
     offset = int(paged.get("Offset", "0")) if paged is not None else 0
     limit = paged.get("MaxEntriesReturned") if paged is not None else None

@@ -81,7 +81,7 @@ def _create_calendar_item(elem: ET.Element, mailbox: str, ctx: Context) -> Item:
     item = ctx.store.create(
         mailbox, subject=subject, start=start, end=end,
         start_tz=start_tz or windows_zone(ctx.zone), end_tz=end_tz or start_tz or windows_zone(ctx.zone),
-        **fields,
+        **fields,  # type: ignore[arg-type]  # parsed item fields, checked by the store
     )
     item.ext = {p.key: p for p in ext}
     if uid:
@@ -174,8 +174,11 @@ def _apply_updates(target: Item | Occurrence, updates: ET.Element | None, ctx: C
         fields = parse_item_fields(holder, ctx.zone)
         if "ext" in fields:
             set_fields.setdefault("ext", [])
-            assert isinstance(fields["ext"], list)
-            set_fields["ext"].extend(fields.pop("ext"))  # type: ignore[union-attr]
+            added = fields.pop("ext")
+            assert isinstance(added, list)
+            existing = set_fields["ext"]
+            assert isinstance(existing, list)
+            existing.extend(added)
         set_fields.update(fields)
     start, end = _times(set_fields, target, ctx)
     if (start or target.start) > (end or target.end):
