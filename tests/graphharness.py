@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import SecretStr
-from syncd.sandbox.graph.server import GraphSandbox
 
 from syncd.calendars.base import RoomCalendar
 from syncd.calendars.graph.auth import forget_apps
 from syncd.config.schema import GraphConfig
 from syncd.sandbox.ews.server import Recurrence
+from syncd.sandbox.graph.server import GraphSandbox
 
 CLIENT_ID = "5f0c7a1e-3b2d-4c8e-9a6f-0e1d2c3b4a59"
 SECRET = "graph-Secret~value-7Qk2"
