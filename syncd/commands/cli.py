@@ -146,16 +146,22 @@ def _add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                         "7d, 24h, 30m, 2w (ago), today or yesterday (UTC)")
     s.set_defaults(command="conflicts export")
 
-    s = sub.add_parser("sandbox", help="run the bundled Ultimo and EWS sandboxes on loopback", **leaf)
+    s = sub.add_parser("sandbox", help="run the bundled Ultimo and EWS (and Graph) sandboxes on loopback", **leaf)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--ultimo-port", type=_port, default=0)
     s.add_argument("--ews-port", type=_port, default=0)
+    s.add_argument("--graph-port", type=_port, default=0)
+    s.add_argument("--backend", choices=("ews", "graph"), default="ews", type=str.lower,
+                   help="the calendar backend the printed configuration uses; graph also serves the Microsoft "
+                        "Graph sandbox on the same room calendars (default: ews)")
     s.set_defaults(command="sandbox")
 
     s = sub.add_parser("demo", help="sandboxes + example bookings + a reconcile, needs nothing else", **leaf)
     s.add_argument("--dir", metavar="DIR", default="syncd-demo",
                    help="folder for the demo's configuration, database and conflict report; made when missing, "
                         "its earlier demo database replaced (default: ./syncd-demo)")
+    s.add_argument("--backend", choices=("ews", "graph"), default="ews", type=str.lower,
+                   help="the calendar backend syncd uses against the sandbox: EWS or Microsoft Graph (default: ews)")
     s.set_defaults(command="demo")
 
 

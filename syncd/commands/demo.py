@@ -7,6 +7,7 @@ Needs nothing but the installed package: the sandboxes run in this process on lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
 from datetime import UTC, datetime, time, timedelta
@@ -21,11 +22,13 @@ from syncd.config.load import load_config
 ZONE = ZoneInfo("Europe/Amsterdam")
 USER, PASSWORD, API_KEY = "svc-syncd@example.com", "sandbox-password", "sandbox-key"
 ROOMS = (("room.c25@example.com", "C-25"), ("room.d12@example.com", "D-12"))
+GRAPH_CLIENT_ID, GRAPH_SECRET = "5e1f0c2a-7b3d-4e8f-9a6b-2c4d6e8f0a1b", "sandbox-graph-secret"
 
 
-def demo_config(ultimo_url: str, ews_url: str, db_path: Path) -> dict:
-    """A complete syncd configuration pointing at the sandboxes."""
-    return {
+def demo_config(ultimo_url: str, ews_url: str, db_path: Path, graph: dict | None = None) -> dict:
+    """A complete syncd configuration pointing at the sandboxes (at the Graph one, given its
+    `calendar.graph` section)."""
+    config = {
         "database": {"url": f"sqlite:///{db_path.name}"},
         "ultimo": {"base_url": ultimo_url, "api_key": API_KEY, "timezone": "Europe/Amsterdam",
                    "daily_call_budget": 5000, "calls_per_10s": 50},
@@ -37,6 +40,9 @@ def demo_config(ultimo_url: str, ews_url: str, db_path: Path) -> dict:
         "sync": {"interval_seconds": 60, "past_days": 1, "future_days": 14},
         "logging": {"level": "error"},
     }
+    if graph is not None:
+        config["calendar"] = {"backend": "graph", "graph": graph}
+    return config
 
 
 def _at(day: datetime, hour: int, minute: int = 0) -> datetime:
@@ -95,16 +101,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     db_path = folder / "syncd-demo.db"
     for stale in (db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")):
         stale.unlink(missing_ok=True)
-    with UltimoSandbox(api_keys=(API_KEY,)) as ultimo, \
-            EwsSandbox(users={USER: PASSWORD}, auth="basic") as ews:
+    backend = getattr(args, "backend", None) or "ews"
+    with contextlib.ExitStack() as stack:
+        ultimo = stack.enter_context(UltimoSandbox(api_keys=(API_KEY,)))
+        ews = stack.enter_context(EwsSandbox(users={USER: PASSWORD}, auth="basic"))
         told = seed(ultimo, ews, datetime.now(UTC))
+        graph_section, where = None, f"EWS {ews.url}"
+        if backend == "graph":
+            # The Graph sandbox serves the very calendars seeded through the EWS one.
+            from syncd.sandbox.graph.server import GraphSandbox
+
+            graph = stack.enter_context(GraphSandbox(store=ews.store))
+            graph.register_app(GRAPH_CLIENT_ID, secret=GRAPH_SECRET, scope=[m for m, _ in ROOMS])
+            graph_section = graph.calendar_config(GRAPH_CLIENT_ID, GRAPH_SECRET)
+            where = f"Microsoft Graph {graph.graph_url}/v1.0 (the same calendars as EWS {ews.url})"
         config_path = folder / "config.yaml"
-        config_path.write_text(yaml.safe_dump(demo_config(ultimo.url, ews.url, db_path), sort_keys=False))
+        config_path.write_text(yaml.safe_dump(demo_config(ultimo.url, ews.url, db_path, graph_section),
+                                              sort_keys=False))
         cfg, _ = load_config(str(config_path))
         from syncd.logs import configure
         configure(cfg.logging.level, cfg.logging.format)
 
-        print(f"Sandboxes: Ultimo {ultimo.url}  EWS {ews.url}")
+        print(f"Sandboxes: Ultimo {ultimo.url}  {where}")
         print("Seeded:")
         for line in told:
             print(f"  {line}")

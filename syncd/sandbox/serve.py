@@ -2,6 +2,9 @@
 
 Prints where they listen and a complete syncd configuration that points at them, so
 `syncd --config that.yaml check` (or reconcile, or run) works against them at once.
+With `--backend graph` the Microsoft Graph sandbox (TLS with a throwaway CA, written to a
+temporary file named in the configuration) serves the same room calendars as the EWS one,
+and the configuration uses `calendar.backend: graph`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ EWS_USER = "svc-syncd@example.com"
 EWS_PASSWORD = "sandbox-password"
 ROOMS: tuple[tuple[str, str], ...] = (("room.c25@example.com", "C-25"), ("room.d12@example.com", "D-12"))
 TIMEZONE = "Europe/Amsterdam"
+GRAPH_CLIENT_ID = "5e1f0c2a-7b3d-4e8f-9a6b-2c4d6e8f0a1b"
+GRAPH_SECRET = "sandbox-graph-secret"
 # Where the configuration points when the EWS sandbox is not installed: nothing listens there.
 NO_EWS_ENDPOINT = "http://127.0.0.1:9/EWS/Exchange.asmx"
 
@@ -31,10 +36,12 @@ def sandbox_config_yaml(
     ews_url: str | None,
     rooms: Iterable[tuple[str, str]] = ROOMS,
     db_url: str = "sqlite:///syncd-sandbox.db",
+    graph: dict[str, str] | None = None,
 ) -> str:
     """A complete syncd configuration (YAML text) for sandboxes at `ultimo_url` and
-    `ews_url`, with `rooms` as (mailbox, space_id) pairs. The sandbox's key and password
-    are written inline: they guard nothing."""
+    `ews_url`, with `rooms` as (mailbox, space_id) pairs; given `graph` (a `calendar.graph`
+    section) the calendar backend is Graph. The sandbox's keys and passwords are written
+    inline: they guard nothing."""
     config: dict[str, Any] = {
         "database": {"url": db_url},
         "ultimo": {
@@ -59,8 +66,10 @@ def sandbox_config_yaml(
         "applicants": {"default": "ULTIMO", "by_email": {"alice@example.com": "00042"}},
         "sync": {"interval_seconds": 60, "past_days": 1, "future_days": 30},
     }
+    if graph is not None:
+        config["calendar"] = {"backend": "graph", "graph": dict(graph)}
     header = "# syncd configuration for the bundled sandboxes (loopback only; the secrets are the sandbox's)\n"
-    if ews_url is None:
+    if ews_url is None and graph is None:
         header += "# The EWS sandbox is not available: calendar.ews.endpoint points at nothing.\n"
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
@@ -93,35 +102,67 @@ def start_sandboxes(
     return ultimo, ews, None
 
 
+def start_graph(host: str, port: int, ews: Any | None, rooms: Sequence[tuple[str, str]] = ROOMS) -> Any:
+    """The Graph sandbox on `host:port`, serving the EWS sandbox's store when there is one, with
+    `rooms`' mailboxes and the sandbox app (GRAPH_CLIENT_ID / GRAPH_SECRET) scoped to them.
+    Raises OSError when the port cannot be bound."""
+    from syncd.sandbox.graph.server import GraphSandbox
+
+    graph = GraphSandbox(host=host, port=port, store=ews.store if ews is not None else None,
+                         timezone=TIMEZONE)
+    for mailbox, _space in rooms:
+        graph.add_mailbox(mailbox)
+    graph.register_app(GRAPH_CLIENT_ID, secret=GRAPH_SECRET, scope=[m for m, _s in rooms])
+    return graph.start()
+
+
 def cmd_sandbox(args: argparse.Namespace, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
-    """Serve both sandboxes until SIGINT or SIGTERM (or `stop` is set); gives 0, or 3 when
+    """Serve the sandboxes until SIGINT or SIGTERM (or `stop` is set); gives 0, or 3 when
     a port cannot be bound."""
     out = out or sys.stdout
     host = getattr(args, "host", None) or "127.0.0.1"
+    backend = getattr(args, "backend", None) or "ews"
     try:
         ultimo, ews, note = start_sandboxes(host, getattr(args, "ultimo_port", 0) or 0,
                                             getattr(args, "ews_port", 0) or 0)
     except OSError as exc:
         print(f"syncd sandbox: cannot listen on {host}: {exc.strerror or exc}", file=sys.stderr)
         return 3
+    graph = None
+    if backend == "graph":
+        try:
+            graph = start_graph(host, getattr(args, "graph_port", 0) or 0, ews)
+        except OSError as exc:
+            if ews is not None:
+                ews.stop()
+            ultimo.stop()
+            print(f"syncd sandbox: cannot listen on {host}: {exc.strerror or exc}", file=sys.stderr)
+            return 3
     stop = stop or threading.Event()
     previous = _install_signal_handlers(stop)
     try:
         spaces = ", ".join(space for _m, space in ROOMS)
+        mailboxes = ", ".join(m for m, _s in ROOMS)
         print(f"Ultimo sandbox: {ultimo.url}  (ApiKey {API_KEY}; spaces {spaces})", file=out)
         if ews is not None:
-            mailboxes = ", ".join(m for m, _s in ROOMS)
             print(f"EWS sandbox:    {ews.url}  (basic auth {EWS_USER} / {EWS_PASSWORD}; rooms {mailboxes})",
                   file=out)
         else:
             print(f"note: {note}", file=out)
+        if graph is not None:
+            shared = " (the same calendars as EWS)" if ews is not None else ""
+            print(f"Graph sandbox:  {graph.graph_url}/v1.0  (tenant {graph.tenant_id}, app {GRAPH_CLIENT_ID} / "
+                  f"{GRAPH_SECRET}; rooms {mailboxes}{shared}; CA {graph.ca_file})", file=out)
         print("\nA configuration that points at them (save it as config.yaml):\n", file=out)
-        print(sandbox_config_yaml(ultimo.url, ews.url if ews is not None else None), file=out)
+        section = graph.calendar_config(GRAPH_CLIENT_ID, GRAPH_SECRET) if graph is not None else None
+        print(sandbox_config_yaml(ultimo.url, ews.url if ews is not None else None, graph=section), file=out)
         print("Serving until Ctrl-C or SIGTERM.", file=out, flush=True)
         stop.wait()
         print("Stopping the sandboxes.", file=out, flush=True)
     finally:
         _restore_signal_handlers(previous)
+        if graph is not None:
+            graph.stop()
         if ews is not None:
             ews.stop()
         ultimo.stop()

@@ -131,6 +131,11 @@ class GraphSandbox(People):
         """A client-side TLS context trusting the sandbox's CA (for httpx's `verify`)."""
         return ssl.create_default_context(cafile=self.ca_file)
 
+    def calendar_config(self, client_id: str, secret: str) -> dict[str, str]:
+        """The `calendar.graph` section of a syncd configuration for the app `client_id`."""
+        return {"tenant_id": self.tenant_id, "client_id": client_id, "client_secret": secret,
+                "authority": self.url, "graph_url": f"{self.graph_url}/v1.0", "ca_file": self.ca_file}
+
     # --- the directory --------------------------------------------------------------------
 
     def add_mailbox(self, smtp: str) -> None:
