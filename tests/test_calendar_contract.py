@@ -319,6 +319,21 @@ def test_vanished_event(room: Any) -> None:
         room.calendar.remove_event(room.mailbox, ref.item_id, ref.change_key)
 
 
+def test_an_occurrence_deleted_from_its_series_is_gone(room: Any) -> None:
+    """Exchange answers ErrorCalendarOccurrenceIsDeletedFromRecurrence for the id of an
+    occurrence deleted from its series: that is "gone", like a deleted single item."""
+    master = room.series("Weekly review", at(15, 10), at(15, 11), "weekly", count=3)
+    occurrences = room.calendar.list_events(room.mailbox, TimeWindow(MON, MON + timedelta(days=21)))
+    second = next(e for e in occurrences if e.start == at(22, 10).astimezone(UTC))
+    room.cancel_occurrence(master, at(22, 10))
+
+    assert room.calendar.get_event(room.mailbox, second.item_id) is None
+    with pytest.raises(EventGone):
+        room.calendar.move_event(room.mailbox, second.item_id, second.change_key, at(22, 15), at(22, 16))
+    with pytest.raises(EventGone):
+        room.calendar.remove_event(room.mailbox, second.item_id, second.change_key)
+
+
 def test_remove_event(room: Any) -> None:
     keep = room.calendar.create_event(room.mailbox, new_event("syncd:u:1", day=16))
     gone = room.calendar.create_event(room.mailbox, new_event("syncd:u:2", day=17))

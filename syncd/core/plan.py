@@ -142,7 +142,8 @@ class RoomSnapshot:
 
     `exchange`/`ultimo` are None when that side was not read this pass (or the read
     failed). `exchange` may hold linked events outside `exchange_window`, fetched by item
-    id; a linked event absent from `exchange` after a complete read is really gone.
+    id; a linked event absent from `exchange` after a complete read is really gone, unless
+    its link is in `exchange_unknown` (its lookup by id failed: nothing is concluded about it).
     `previous_*_count`: bookings seen in the last full read (None: never read)."""
 
     room: Room
@@ -155,6 +156,7 @@ class RoomSnapshot:
     open_conflicts: tuple[OpenConflict, ...] = ()
     previous_exchange_count: int | None = None
     previous_ultimo_count: int | None = None
+    exchange_unknown: frozenset[int] = frozenset()
 
 
 # --- actions ---------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Each booking is put in one row of this table (the row names are the tests' names).
 "Seen" states per side of a link: present, gone (absent from a read that covers the
-link, or cancelled), unknown (side not read, or outside the read's window), missing (the
-link never got that side). Exchange "covers" = its window overlaps the link's synced
+link, or cancelled), unknown (side not read, outside the read's window, or its lookup by
+id failed), missing (the link never got that side). Exchange "covers" = its window overlaps the link's synced
 times (linked events outside the window are fetched by id, so absence means gone);
 Ultimo "covers" = its window contains them. "Past" = end <= now; past means read-only.
 
@@ -252,6 +252,8 @@ class _Planner(ConflictRules):
             return GONE if ev.cancelled else PRESENT
         if not (lk.exchange_key or lk.exchange_item_id):
             return MISSING
+        if lk.id in self.s.exchange_unknown:
+            return UNKNOWN
         w = self.s.exchange_window
         return GONE if w is not None and w.overlaps(lk.start, lk.end) else UNKNOWN
 

@@ -208,7 +208,8 @@ class SyncEngine:
         now = self.clock()
         window = self.window(now)
         links = self._links(room, window)
-        exchange = self._read_exchange(room, window, links, now, result) if read_exchange else None
+        unknown: set[int] = set()
+        exchange = self._read_exchange(room, window, links, now, result, unknown) if read_exchange else None
         u_window = ultimo_window or window
         ultimo = self._read_ultimo(room, u_window, links, now, result) if read_ultimo else None
         result.ultimo_whole = ultimo is not None and ultimo_window is None
@@ -226,7 +227,7 @@ class SyncEngine:
                                 ultimo=tuple(ultimo) if ultimo is not None else None,
                                 ultimo_window=u_window if ultimo is not None else None,
                                 open_conflicts=open_conflicts, previous_exchange_count=prev_ex,
-                                previous_ultimo_count=prev_ul)
+                                previous_ultimo_count=prev_ul, exchange_unknown=frozenset(unknown))
         plan = plan_room(snapshot, self.policy)
         result.halted = plan.halted
         result.deferred_cancellations = plan.deferred_cancellations
@@ -248,7 +249,11 @@ class SyncEngine:
         result.failed_system = result.failed_system or applied.failed_system
 
     def _read_exchange(self, room: Room, window: TimeWindow, links: tuple[LinkView, ...], now: datetime,
-                       result: RoomResult) -> list[Event] | None:
+                       result: RoomResult, unknown: set[int]) -> list[Event] | None:
+        """The room's events in `window`, plus linked events found by id outside it; None
+        when the read failed. A linked event whose lookup alone failed (an answer about that
+        one item) goes into `unknown`: nothing is concluded about it, the rest of the room
+        is synced, and the failure is reported."""
         try:
             events = self.calendar.list_events(room.mailbox, window)
             keys = {e.key for e in events}
@@ -259,7 +264,16 @@ class SyncEngine:
                 if (link.state != LINK_ACTIVE or not link.exchange_item_id or link.end <= now
                         or link.exchange_key in keys or (link.stamp and link.stamp in stamps)):
                     continue
-                found = self.calendar.get_event(room.mailbox, link.exchange_item_id)
+                try:
+                    found = self.calendar.get_event(room.mailbox, link.exchange_item_id)
+                except CalendarError as e:
+                    if isinstance(e, SYSTEM_FAILURES):
+                        raise       # Exchange itself failed, not this one item
+                    log.warning("exchange.lookup_failed", room=room.mailbox, link=link.id, error=str(e))
+                    result.errors.append(f"looking up the event of booking {link.id} in {room.mailbox} "
+                                         f"(left as it is this pass): {e}")
+                    unknown.add(link.id)
+                    continue
                 if found is not None and found.key not in keys:
                     events.append(found)
                     keys.add(found.key)

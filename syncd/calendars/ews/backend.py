@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-import requests
 from exchangelib import DELEGATE, IMPERSONATION, Account, CalendarItem, EWSTimeZone
 from exchangelib import errors as ex
 from exchangelib.folders import Calendar
@@ -33,6 +32,15 @@ from exchangelib.services.common import EWSService
 from exchangelib.util import MNS
 from oauthlib.oauth2 import OAuth2Error
 
+from syncd.calendars.ews.answers import (
+    GONE_ERRORS,
+    MAILBOX_ERRORS,
+    brief,
+    raise_if_error,
+    retryable,
+    root_cause,
+    short,
+)
 from syncd.calendars.ews.connect import HttpStatusError, connect, forget
 from syncd.calendars.ews.convert import (
     READ_FIELDS,
@@ -65,17 +73,6 @@ VIEW_CHUNK_DAYS = 60          # a CalendarView may span at most 2 years; keep ea
 VIEW_MAX_ITEMS = 1000         # EWSFindCountLimit's default; a full answer means "split and ask again"
 SYNC_PAGE = 512               # SyncFolderItems' largest MaxChangesReturned
 RECONNECT_FIRST_WAIT = 0.5    # seconds before the first reconnect; doubles each time
-
-_RETRYABLE_STATUS = frozenset({502, 504})
-_MAILBOX_ERRORS = {
-    ex.ErrorNonExistentMailbox: "no such mailbox",
-    ex.ErrorAccessDenied: "access denied",
-    ex.ErrorImpersonateUserDenied: "the service account may not impersonate it",
-    ex.ErrorFolderNotFound: "calendar folder not found",
-    ex.ErrorMailboxStoreUnavailable: "mailbox store unavailable",
-    ex.ErrorInvalidSmtpAddress: "not a valid SMTP address",
-}
-
 
 class _SyncFolderItems(SyncFolderItems):
     """exchangelib 5.6.0 reads SyncState before looking at ResponseClass, so an error answer
@@ -203,13 +200,13 @@ class EwsCalendar:
                     message_disposition="SaveOnly", send_meeting_invitations_or_cancellations=SEND_TO_NONE,
                     suppress_read_receipts=True, expect_result=True,
                 )
-            except ex.ErrorItemNotFound:
-                raise EventGone(f"{mailbox}: event {_short(item_id)} no longer exists") from None
+            except GONE_ERRORS:
+                raise EventGone(f"{mailbox}: event {short(item_id)} no longer exists") from None
             except ex.ErrorIrresolvableConflict:
                 current = self._get(mailbox, item_id) if attempt else None
                 if current and (current.start, current.end) == (start, end):
                     return EventRef(current.item_id, current.change_key)  # the lost attempt did it
-                raise StaleChangeKey(f"{mailbox}: event {_short(item_id)} changed since it was read; "
+                raise StaleChangeKey(f"{mailbox}: event {short(item_id)} changed since it was read; "
                                      "not overwritten") from None
             return EventRef(new_id, new_key)
 
@@ -223,10 +220,10 @@ class EwsCalendar:
             item = CalendarItem(account=calendar.account, folder=calendar, id=item_id, changekey=change_key)
             try:
                 item.delete(send_meeting_cancellations=SEND_TO_NONE)
-            except ex.ErrorItemNotFound:
+            except GONE_ERRORS:
                 if attempt:
                     return None  # the attempt whose answer was lost deleted it
-                raise EventGone(f"{mailbox}: event {_short(item_id)} no longer exists") from None
+                raise EventGone(f"{mailbox}: event {short(item_id)} no longer exists") from None
             return None
 
         self._run(mailbox, "remove_event", op)
@@ -253,12 +250,12 @@ class EwsCalendar:
                                 body=reason)
             try:
                 reply.send(message_disposition=SEND_ONLY)
-            except ex.ErrorItemNotFound:
+            except (*GONE_ERRORS, ex.ErrorCalendarIsCancelledForDecline):
                 if attempt:
                     return None
-                raise EventGone(f"{mailbox}: meeting {_short(item_id)} no longer exists") from None
+                raise EventGone(f"{mailbox}: meeting {short(item_id)} no longer exists") from None
             except (ex.ErrorIrresolvableConflict, ex.ErrorStaleObject):
-                raise StaleChangeKey(f"{mailbox}: meeting {_short(item_id)} changed since it was read") from None
+                raise StaleChangeKey(f"{mailbox}: meeting {short(item_id)} changed since it was read") from None
             return None
 
         self._run(mailbox, "decline", op)
@@ -304,7 +301,7 @@ class EwsCalendar:
                                     f"in one hour from {window.start.isoformat()}")
             first, second = halves(window)
             return self._view(calendar, first) + self._view(calendar, second)
-        return [to_event(_raise_if_error(i), self._zone) for i in items]
+        return [to_event(raise_if_error(i), self._zone) for i in items]
 
     def _sync(self, calendar: Calendar, state: str | None) -> tuple[int, str]:
         """(number of item changes, new state) since `state`, every page consumed, ids only."""
@@ -327,10 +324,13 @@ class EwsCalendar:
     def _get(self, mailbox: str, item_id: str) -> Event | None:
         calendar = self._calendar(mailbox)
         fields = (*READ_FIELDS, "parent_folder_id")
-        (item,) = list(calendar.account.fetch(ids=[(item_id, None)], folder=calendar, only_fields=fields))
-        if isinstance(item, ex.ErrorItemNotFound):
+        try:
+            (item,) = list(calendar.account.fetch(ids=[(item_id, None)], folder=calendar, only_fields=fields))
+        except GONE_ERRORS:
             return None
-        item = _raise_if_error(item)
+        if isinstance(item, GONE_ERRORS):
+            return None
+        item = raise_if_error(item)
         parent = item.parent_folder_id
         if parent is not None and calendar.id and parent.id != calendar.id:
             return None  # moved out of the calendar, e.g. to Deleted Items
@@ -338,7 +338,7 @@ class EwsCalendar:
 
     def _stamped(self, calendar: Calendar, stamp: str) -> list[Event]:
         items = calendar.filter(**{STAMP_FIELD: stamp}).only(*READ_FIELDS)
-        return [to_event(_raise_if_error(i), self._zone) for i in items]
+        return [to_event(raise_if_error(i), self._zone) for i in items]
 
     def _run(self, mailbox: str, what: str, op: Callable[[int], T]) -> T:
         """Run `op(attempt)` as one operation: reconnects, budget and error translation."""
@@ -358,17 +358,17 @@ class EwsCalendar:
                     continue
                 raise CalendarAuthError(f"EWS at {self._cfg.endpoint} refused the credentials of {self._who}") from e
             except Exception as e:
-                if not _retryable(e):
+                if not retryable(e):
                     raise self._translate(e, mailbox) from e
                 if attempt >= self._reconnect_attempts:
                     raise CalendarUnreachable(
                         f"EWS at {self._cfg.endpoint} unreachable for {mailbox} ({what}) after "
-                        f"{attempt + 1} attempts: {_root_cause(e)}") from e
+                        f"{attempt + 1} attempts: {root_cause(e)}") from e
                 wait = RECONNECT_FIRST_WAIT * 2**attempt
                 # The detail is for debugging; the one line an operator needs comes with the
                 # CalendarUnreachable raised after the last attempt.
                 log.debug("ews_reconnect", mailbox=mailbox, op=what, attempt=attempt + 1, wait=wait,
-                          error=_brief(e))
+                          error=brief(e))
                 self._sleep(wait)   # the failed session was retired; the next attempt opens a new one
                 attempt += 1
                 continue
@@ -393,64 +393,15 @@ class EwsCalendar:
                                      f"{self._who}: {e.error}")
         if isinstance(e, ex.RedirectError):
             return CalendarProtocolError(f"EWS at {endpoint} redirects to {e.url}; configure that URL")
-        if isinstance(e, tuple(_MAILBOX_ERRORS)):
-            what = next(text for cls, text in _MAILBOX_ERRORS.items() if isinstance(e, cls))
+        if isinstance(e, tuple(MAILBOX_ERRORS)):
+            what = next(text for cls, text in MAILBOX_ERRORS.items() if isinstance(e, cls))
             return CalendarError(f"room mailbox {mailbox}: {what} ({type(e).__name__})")
         if isinstance(e, (ex.SOAPError, ex.MalformedResponseError)) or (
             isinstance(e, ex.TransportError) and "version" in str(e).lower()
         ):
-            return CalendarProtocolError(f"EWS at {endpoint} sent an answer syncd cannot read: {_brief(e)}")
+            return CalendarProtocolError(f"EWS at {endpoint} sent an answer syncd cannot read: {brief(e)}")
         if isinstance(e, ex.ResponseMessageError):
-            return CalendarError(f"room mailbox {mailbox}: {type(e).__name__}: {_brief(e)}")
+            return CalendarError(f"room mailbox {mailbox}: {type(e).__name__}: {brief(e)}")
         if isinstance(e, ex.EWSError):
-            return CalendarError(f"EWS at {endpoint}, room mailbox {mailbox}: {type(e).__name__}: {_brief(e)}")
+            return CalendarError(f"EWS at {endpoint}, room mailbox {mailbox}: {type(e).__name__}: {brief(e)}")
         return e
-
-
-def _retryable(e: Exception) -> bool:
-    """A failure of the connection rather than of the request: worth a fresh connection."""
-    if isinstance(e, HttpStatusError):
-        return e.status in _RETRYABLE_STATUS
-    if isinstance(e, ex.ErrorTimeoutExpired | requests.exceptions.ConnectionError | requests.exceptions.Timeout
-                  | requests.exceptions.ChunkedEncodingError | ConnectionError | TimeoutError):
-        return True
-    # A bare TransportError is a TLS or connection failure exchangelib re-raised.
-    return type(e) is ex.TransportError and "version" not in str(e).lower()
-
-
-def _raise_if_error(item: T) -> T:
-    if isinstance(item, Exception):
-        raise item
-    return item
-
-
-def _short(item_id: str) -> str:
-    return item_id if len(item_id) <= 24 else f"{item_id[:10]}…{item_id[-10:]}"
-
-
-def _root_cause(e: BaseException) -> str:
-    """The innermost socket-level reason (e.g. "Connection refused"), else a brief text."""
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    found: OSError | None = None
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.strerror:
-            found = cur
-        cur = cur.__cause__ or cur.__context__
-        if cur is None and found is None:
-            args = getattr(e, "args", ())
-            inner = next((a for a in args if isinstance(a, BaseException)), None)
-            cur = inner if inner is not None and id(inner) not in seen else None
-    if found is not None:
-        return found.strerror or _brief(e)
-    text = _brief(e)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset"):
-        if marker.lower() in text.lower():
-            return marker
-    return text
-
-
-def _brief(e: BaseException) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text if len(text) <= 200 else text[:200] + "…"

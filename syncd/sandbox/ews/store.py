@@ -208,8 +208,9 @@ class Store:
         item.end = item.start + duration
 
     def resolve(self, item_id: str) -> Item | Occurrence:
-        """The live item or occurrence an id denotes; raises StoreError(ErrorItemNotFound) or
-        (ErrorInvalidIdMalformed)."""
+        """The live item or occurrence an id denotes; raises StoreError(ErrorItemNotFound),
+        (ErrorCalendarOccurrenceIsDeletedFromRecurrence) for an occurrence deleted from its
+        series, or (ErrorInvalidIdMalformed)."""
         parts = decode_id(item_id)
         if parts is None or parts[0] == "F":
             raise StoreError("ErrorInvalidIdMalformed", "Id is malformed.")
@@ -225,6 +226,10 @@ class Store:
             original = unstamp(parts[3])
         except ValueError:
             raise StoreError("ErrorInvalidIdMalformed", "Id is malformed.") from None
+        if original in item.deleted:
+            # Exchange's own answer for the id of an occurrence removed from its series.
+            raise StoreError("ErrorCalendarOccurrenceIsDeletedFromRecurrence",
+                             "Occurrence with this index was previously deleted from the recurrence.")
         occurrence = self.occurrence_at(item, original)
         if occurrence is None:
             raise StoreError("ErrorItemNotFound", "The specified object was not found in the store.")
