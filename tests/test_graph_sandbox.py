@@ -416,5 +416,7 @@ def test_the_request_log_names_mailbox_and_auth_but_never_the_token(graph: Graph
         ("calendarView", True, 200, APP), ("calendar", False, 401, None)]
     assert calls[0].query["startDateTime"] == [WINDOW["startDateTime"]]
     assert calls[0].prefer == {"outlook.timezone": "UTC", "idtype": "ImmutableId"}
+    echoed = client.get("/calendar", headers={"client-request-id": "c0ffee"})
+    assert echoed.headers["client-request-id"] == "c0ffee" and len(echoed.headers["request-id"]) == 36
     bearer = client.headers["Authorization"].split()[1]
     assert bearer not in repr(graph.log) and SECRET not in repr(graph.log)

@@ -29,6 +29,7 @@ import ssl
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
@@ -208,6 +209,12 @@ class GraphSandbox(People):
         info: dict[str, Any] = {"op": "unknown", "mailbox": None, "app": None}
         response = self._dispatch(request, parts, info)
         self._record(request, info, response)
+        if not response.drop:
+            # As Graph does: an id for each answer, and the client's own id echoed back.
+            response.headers.setdefault("request-id", str(uuid.uuid4()))
+            client_id = request.header("client-request-id")
+            if client_id:
+                response.headers.setdefault("client-request-id", client_id)
         return response
 
     def _dispatch(self, request: Request, parts: list[str], info: dict[str, Any]) -> Response:
