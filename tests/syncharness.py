@@ -70,6 +70,7 @@ def config_dict(ultimo_url: str, ews_url: str, db_path: Path, *, rooms: tuple[tu
         "rooms": [{"mailbox": m, "space_id": s} for m, s in rooms],
         "applicants": {"default": "ULTIMO", "by_email": {"alice@example.com": "00042", "bob@example.com": "00043"}},
         "sync": {"interval_seconds": 60, "past_days": 1, "future_days": 14, **sync},
+        "service": {"health_listen": "127.0.0.1:0"},     # on by default; a free port in tests
         "logging": {"level": "error"},
     }
 

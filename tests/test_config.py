@@ -200,7 +200,7 @@ def test_the_example_is_valid_and_means_the_defaults() -> None:
     assert path == REPO / "config.example.yaml"
     assert cfg.ultimo.api_key.get_secret_value() == API_KEY
     assert cfg.calendar.ews.password is not None and cfg.calendar.ews.password.get_secret_value() == EWS_PASSWORD
-    assert cfg.database.url == f"sqlite:///{REPO / 'syncd.db'}"
+    assert cfg.database.url == "sqlite:////var/lib/syncd/syncd.db"     # the unit's StateDirectory=
     # Every value written in the example is the schema's default (apart from the required ones).
     bare = Config.model_validate({k: VALID[k] for k in ("ultimo", "calendar", "rooms", "applicants")}
                                  | {"ultimo": {**VALID["ultimo"], "api_key": "k"}})

@@ -1,14 +1,14 @@
 """The loopback health endpoint, over real HTTP: /healthz status and body, /metrics in
-the Prometheus text format with the figures an operator alerts on."""
+the Prometheus text format (parsed by prometheus-client) with the figures an operator alerts on."""
 
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.errors import ConfigError
 from syncd.service.health import (
@@ -34,6 +34,7 @@ def snapshot(**kw) -> HealthSnapshot:
                RoomHealth('odd"name\\@example.com', "C-26")),
         ultimo_calls_today=1234, ultimo_daily_budget=5000, ultimo_tokens=51.5,
         errors={"ultimo": 1, "room": 3}, syncs=17, writes={"ultimo_created": 4},
+        calendar_throttle_waits=2, calendar_throttle_seconds=0.75,
     )
     base.update(kw)
     return HealthSnapshot(**base)
@@ -79,25 +80,19 @@ def test_healthz_503_while_starting_or_a_system_keeps_failing(server):
     assert httpx.get(f"{srv.url}/healthz").status_code == 200
 
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*",?)*\})? '
-                    r'(-?[0-9.e+-]+|\+Inf|-Inf|NaN)$')
-
-
 def parse_metrics(text: str) -> dict[str, float]:
-    """Every sample as 'name{labels}' -> value; asserts each line is valid exposition format
-    and every sample's family was declared with HELP and TYPE first."""
-    declared: set[str] = set()
+    """Every sample as 'name{label="v",...}' -> value, parsed by prometheus-client's own
+    parser (which refuses what is not exposition format); families keep their TYPE."""
     samples: dict[str, float] = {}
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# HELP ") or line.startswith("# TYPE "):
-            declared.add(line.split()[2])
-            continue
-        m = SAMPLE.match(line)
-        assert m, f"not exposition format: {line!r}"
-        assert m.group(1) in declared, f"{m.group(1)} without HELP/TYPE"
-        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3).replace("+Inf", "inf"))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
     return samples
+
+
+def families(text: str) -> dict[str, str]:
+    return {f.name: f.type for f in text_string_to_metric_families(text)}
 
 
 def test_metrics_exposition_format_and_values(server):
@@ -109,7 +104,7 @@ def test_metrics_exposition_format_and_values(server):
     assert m['syncd_room_staleness_seconds{room="c25@example.com",side="exchange"}'] == 40
     assert m['syncd_room_staleness_seconds{room="c25@example.com",side="ultimo"}'] == 600
     assert m['syncd_room_staleness_seconds{room="c25@example.com",side="ultimo_full"}'] == 7200
-    assert math.isinf(m['syncd_room_staleness_seconds{room="odd\\"name\\\\@example.com",side="ultimo"}'])
+    assert math.isinf(m['syncd_room_staleness_seconds{room="odd"name\\@example.com",side="ultimo"}'])
     assert m["syncd_ultimo_calls_today"] == 1234
     assert m["syncd_ultimo_daily_budget"] == 5000
     assert m['syncd_open_conflicts{room="c25@example.com"}'] == 2
@@ -118,6 +113,24 @@ def test_metrics_exposition_format_and_values(server):
     assert m['syncd_system_up{system="ultimo"}'] == 1
     assert m["syncd_ready"] == 1 and m["syncd_healthy"] == 1
     assert m['syncd_writes_total{action="ultimo_created"}'] == 4
+    assert m["syncd_calendar_throttle_waits_total"] == 2 and m["syncd_calendar_throttle_wait_seconds_total"] == 0.75
+    kinds = families(r.text)
+    assert kinds["syncd_errors"] == "counter" and kinds["syncd_room_staleness_seconds"] == "gauge"
+    assert kinds["syncd_room_sync_duration_seconds"] == "histogram"
+    # prometheus-client's process and Python metrics come along.
+    assert m["process_resident_memory_bytes"] > 0 and "python_info" in kinds
+
+
+def test_cycle_durations_are_a_histogram(server):
+    srv, _ = server
+    for seconds in (0.02, 0.3, 0.3, 7.0):
+        srv.metrics.cycle_seconds.observe(seconds)
+    m = parse_metrics(httpx.get(f"{srv.url}/metrics").text)
+    assert m['syncd_room_sync_duration_seconds_bucket{le="0.05"}'] == 1
+    assert m['syncd_room_sync_duration_seconds_bucket{le="0.5"}'] == 3
+    assert m['syncd_room_sync_duration_seconds_bucket{le="+Inf"}'] == 4
+    assert m["syncd_room_sync_duration_seconds_count"] == 4
+    assert m["syncd_room_sync_duration_seconds_sum"] == pytest.approx(7.62)
 
 
 def test_metrics_show_an_unhealthy_service():
@@ -131,8 +144,10 @@ def test_metrics_show_an_unhealthy_service():
 def test_unknown_path_and_method(server):
     srv, _ = server
     assert httpx.get(f"{srv.url}/").status_code == 404
+    assert httpx.get(f"{srv.url}/status").status_code == 404      # no status function given
     r = httpx.post(f"{srv.url}/healthz")
     assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert httpx.head(f"{srv.url}/healthz").status_code == 200
 
 
 def test_a_failing_snapshot_answers_500_and_the_server_goes_on():

@@ -8,9 +8,31 @@ Every method addresses one room mailbox. Errors are those of `syncd.errors`
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from syncd.core.model import Event, EventRef, NewEvent, SyncCheck, TimeWindow
+
+
+@dataclass
+class ThrottleStats:
+    """The waits a backend made because the calendar server throttled it, since start.
+    A backend exposes one as its `throttling` attribute; the service's metrics read it."""
+
+    waits: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self.waits += 1
+            self.seconds += seconds
+
+    def read(self) -> tuple[int, float]:
+        """(waits, seconds waited in total)."""
+        with self._lock:
+            return self.waits, self.seconds
 
 
 class RoomCalendar(Protocol):

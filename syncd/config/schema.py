@@ -233,9 +233,22 @@ class SyncConfig(_Strict):
         return v
 
 
+DEFAULT_HEALTH_LISTEN = "127.0.0.1:9310"
+
+
 class ServiceConfig(_Strict):
-    health_listen: str | None = Field(None, pattern=r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|[\w.:\[\]-]+):\d+$")
+    # /healthz, /metrics and /status; `off` (or null) turns the endpoint off.
+    health_listen: str | None = Field(DEFAULT_HEALTH_LISTEN,
+                                      pattern=r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|[\w.:\[\]-]+):\d+$")
     shutdown_grace_seconds: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("health_listen", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        # YAML reads a bare `off`/`no`/`false` as False.
+        if v is False or (isinstance(v, str) and v.strip().lower() in ("off", "none", "")):
+            return None
+        return v
 
 
 class LoggingConfig(_Strict):

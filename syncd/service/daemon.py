@@ -40,10 +40,12 @@ from syncd.engine.executor import SYSTEM_FAILURES
 from syncd.errors import CalendarError, SyncdError
 from syncd.service import lock
 from syncd.service.health import HealthServer, HealthSnapshot
+from syncd.service.metrics import ServiceMetrics
 from syncd.service.pacer import Pacer, save_snapshot, start_hold_off, start_level
 from syncd.service.readplan import FULL, NEAR, ReadGrant, ReadPolicy
 from syncd.service.sdnotify import Notifier
 from syncd.service.state import ServiceState
+from syncd.service.status import collect_status
 from syncd.store import db
 from syncd.store.schema import RoomState
 from syncd.ultimo.budget import DailyBudget, RateLimiter
@@ -94,6 +96,7 @@ class Service:
         self.exit_status = 0
         self.unfinished = False                 # jobs still running when the grace ran out
         self.health: HealthServer | None = None
+        self.metrics = ServiceMetrics(self.snapshot)
         self.state = ServiceState(self.rooms, now=now, base=self.options.backoff_base or self.interval,
                                   cap=max(self.options.backoff_cap, self.interval),
                                   stuck_seconds=self.options.stuck_seconds or max(900.0, 10 * self.interval))
@@ -125,7 +128,8 @@ class Service:
         held = lock.acquire(self.cfg.database.url)
         try:
             if self.cfg.service.health_listen:
-                self.health = HealthServer(self.cfg.service.health_listen, self.snapshot).start()
+                self.health = HealthServer(self.cfg.service.health_listen, self.snapshot, metrics=self.metrics,
+                                           status=self.status).start()
                 log.info("service.health_listening", url=self.health.url)
             self._engine = db.open_database(self.cfg)
             scheduler = self._start()
@@ -181,6 +185,7 @@ class Service:
             log.warning("service.ultimo_budget_too_small", message=estimate.message(), **fields)
         self._run_id = start_run(engine, "service", now)
         self._sync = self._build(self.cfg, engine, pacer, self.stop_event, self._run_id)
+        self.state.throttling = getattr(self._sync.calendar, "throttling", None)
         try:
             settled = self._sync.settle_journal()
             if settled:
@@ -281,7 +286,9 @@ class Service:
             kwargs["ultimo_window"] = grant.window
         # An Ultimo read comes with an Exchange read: an event is created in Exchange only
         # when Exchange was read too (Exchange does not refuse a double booking).
+        started = time.monotonic()
         result = sync.sync_room(room, read_exchange=True, read_ultimo=grant is not None, **kwargs)
+        self.metrics.cycle_seconds.observe(time.monotonic() - started)
         paced = pacer.refusals_here() > refused
         if grant is not None:
             pacer.done(grant, ok=result.ultimo_read,
@@ -333,6 +340,13 @@ class Service:
 
     def snapshot(self) -> HealthSnapshot:
         return self.state.snapshot(self.cfg.ultimo.daily_call_budget)
+
+    def status(self) -> dict[str, Any]:
+        """What `syncd status` prints, as data (the health endpoint's /status)."""
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("the service has not opened its database yet")
+        return collect_status(self.cfg, engine, in_service=True)
 
 
 def record_checks(engine: Engine, checks: dict[str, datetime]) -> None:

@@ -1,30 +1,37 @@
-"""The service's loopback HTTP endpoint (`service.health_listen`): /healthz and /metrics.
+"""The service's loopback HTTP endpoint (`service.health_listen`, default 127.0.0.1:9310):
 
 /healthz   200 when healthy, 503 otherwise; JSON: ready, healthy, the reasons when not,
            and per system the last success, the consecutive failures and the back-off.
-/metrics   Prometheus text exposition format (version 0.0.4), written here by hand:
-           staleness per room and side, Ultimo calls today against the budget, open
-           conflicts, errors by kind, syncs and writes.
+/metrics   Prometheus exposition through prometheus-client (`syncd.service.metrics`):
+           process and Python metrics, and syncd's own series.
+/status    what `syncd status` prints, as JSON (when the service gives a status function).
 
-The service hands the server a function giving a `HealthSnapshot`; rendering is pure.
-The endpoint binds loopback addresses only: it names rooms and is not authenticated.
+A WSGI application on the standard library's threading WSGI server. The service hands the
+server a function giving a `HealthSnapshot`; rendering is pure. The endpoint binds loopback
+addresses only: it names rooms and is not authenticated.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import math
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import structlog
+from prometheus_client import make_wsgi_app
 
 from syncd.errors import ConfigError
+from syncd.service.metrics import ServiceMetrics, render_metrics
+
+__all__ = ["HealthServer", "HealthSnapshot", "RoomHealth", "SystemHealth", "parse_listen", "render_healthz",
+           "render_metrics"]
 
 log = structlog.get_logger("syncd.health")
 
@@ -67,6 +74,8 @@ class HealthSnapshot:
     syncs: int = 0
     writes: dict[str, int] = field(default_factory=dict)
     stuck: tuple[str, ...] = ()                  # room jobs running far too long
+    calendar_throttle_waits: int = 0             # waits because the calendar server throttled
+    calendar_throttle_seconds: float = 0.0
 
     def reasons(self) -> list[str]:
         """Why the service is not healthy (empty: healthy)."""
@@ -111,79 +120,6 @@ def render_healthz(snap: HealthSnapshot) -> tuple[int, dict[str, Any]]:
     return (200 if not reasons else 503), body
 
 
-# --- Prometheus text format ------------------------------------------------------------
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _num(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if math.isnan(v):
-        return "NaN"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            if labels:
-                inner = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-                self.lines.append(f"{name}{{{inner}}} {_num(value)}")
-            else:
-                self.lines.append(f"{name} {_num(value)}")
-
-
-def _age(now: datetime, t: datetime | None) -> float:
-    return math.inf if t is None else max(0.0, (now - t).total_seconds())
-
-
-def render_metrics(snap: HealthSnapshot) -> str:
-    """/metrics in the Prometheus text exposition format."""
-    m = _Metrics()
-    now = snap.now
-    m.family("syncd_ready", "gauge", "1 when the service has started and is syncing.", [({}, float(snap.ready))])
-    m.family("syncd_healthy", "gauge", "1 when /healthz answers 200.", [({}, float(snap.healthy))])
-    m.family("syncd_system_up", "gauge", "0 while a system is failing and backed off.",
-             [({"system": s.name}, float(s.consecutive_failures == 0)) for s in snap.systems])
-    m.family("syncd_system_last_success_timestamp_seconds", "gauge",
-             "Unix time of the last successful call to the system (0: none yet).",
-             [({"system": s.name}, s.last_success.timestamp() if s.last_success else 0.0) for s in snap.systems])
-    stale: list[tuple[dict[str, str], float]] = []
-    for r in snap.rooms:
-        stale.append(({"room": r.mailbox, "side": "exchange"}, _age(now, r.exchange_at)))
-        stale.append(({"room": r.mailbox, "side": "ultimo"}, _age(now, r.ultimo_at)))
-        stale.append(({"room": r.mailbox, "side": "ultimo_full"}, _age(now, r.ultimo_full_at)))
-    m.family("syncd_room_staleness_seconds", "gauge",
-             "Seconds since the side was last read for the room (ultimo: the near-term window at least; "
-             "ultimo_full: the whole window; +Inf: never).", stale)
-    m.family("syncd_open_conflicts", "gauge", "Open conflicts per room.",
-             [({"room": r.mailbox}, float(r.open_conflicts)) for r in snap.rooms])
-    m.family("syncd_room_failing", "gauge", "1 while the room's last sync failed or it is halted.",
-             [({"room": r.mailbox}, float(r.failing or r.halted is not None)) for r in snap.rooms])
-    if snap.ultimo_calls_today is not None:
-        m.family("syncd_ultimo_calls_today", "gauge", "Ultimo calls counted today (UTC) by every syncd process.",
-                 [({}, float(snap.ultimo_calls_today))])
-    m.family("syncd_ultimo_daily_budget", "gauge", "ultimo.daily_call_budget.",
-             [({}, float(snap.ultimo_daily_budget))])
-    if snap.ultimo_tokens is not None:
-        m.family("syncd_ultimo_tokens", "gauge", "Ultimo calls the pacing allows right now.",
-                 [({}, round(snap.ultimo_tokens, 3))])
-    m.family("syncd_errors_total", "counter", "Failures since start, by kind.",
-             [({"kind": k}, float(v)) for k, v in sorted(snap.errors.items())])
-    m.family("syncd_room_syncs_total", "counter", "Room syncs since start.", [({}, float(snap.syncs))])
-    m.family("syncd_writes_total", "counter", "Writes since start, by action.",
-             [({"action": k}, float(v)) for k, v in sorted(snap.writes.items())])
-    return "\n".join(m.lines) + "\n"
-
-
 # --- the server ----------------------------------------------------------------------------
 
 
@@ -205,71 +141,82 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+StatusProvider = Callable[[], dict[str, Any]]
+StartResponse = Callable[..., Any]
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        path = self.path.split("?", 1)[0]
-        if path not in ("/healthz", "/metrics"):
-            self._send(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
-            return
+
+class _App:
+    """The WSGI application: /healthz and /status here, /metrics from prometheus-client."""
+
+    def __init__(self, provider: Callable[[], HealthSnapshot], metrics: ServiceMetrics,
+                 status: StatusProvider | None) -> None:
+        self.provider = provider
+        self.status = status
+        self.metrics_app = make_wsgi_app(metrics.registry)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
+        known = ("/healthz", "/metrics") + (("/status",) if self.status is not None else ())
+        if path not in known:
+            return _send(start_response, 404, "text/plain; charset=utf-8",
+                         f"not found: try {', '.join(known)}\n".encode(), method)
+        if method not in ("GET", "HEAD"):
+            return _send(start_response, 405, "text/plain; charset=utf-8", b"only GET\n", method, allow="GET")
         try:
-            snap = self.server.provider()
+            if path == "/metrics":
+                return self.metrics_app(environ, start_response)
+            if path == "/status":
+                assert self.status is not None
+                body = json.dumps(self.status(), indent=1).encode()
+                return _send(start_response, 200, "application/json", body, method)
+            code, health = render_healthz(self.provider())
         except Exception:  # noqa: BLE001 - the endpoint must answer, the service must go on
-            log.exception("health.snapshot_failed")
-            self._send(500, "text/plain; charset=utf-8", b"internal error\n")
-            return
-        if path == "/healthz":
-            status, body = render_healthz(snap)
-            self._send(status, "application/json", json.dumps(body, indent=1).encode())
-        else:
-            self._send(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(snap).encode())
+            log.exception("health.request_failed", path=path)
+            return _send(start_response, 500, "text/plain; charset=utf-8", b"internal error\n", method)
+        return _send(start_response, code, "application/json", json.dumps(health, indent=1).encode(), method)
 
-    do_HEAD = do_GET  # noqa: N815
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._send(405, "text/plain; charset=utf-8", b"only GET\n", allow="GET")
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
-    do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815
 
-    def _send(self, status: int, ctype: str, body: bytes, **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for k, v in headers.items():
-            self.send_header(k.title(), v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+def _send(start_response: StartResponse, status: int, ctype: str, body: bytes, method: str,
+          **headers: str) -> list[bytes]:
+    start_response(f"{status} {_REASONS[status]}",
+                   [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
+                    *((k.title(), v) for k, v in headers.items())])
+    return [] if method == "HEAD" else [body]
 
+
+class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         log.debug("health.request", line=format % args)
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], provider: Callable[[], HealthSnapshot]) -> None:
-        self.provider = provider
-        if ":" in address[0]:
-            import socket
 
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class HealthServer:
-    """Serves /healthz and /metrics from `provider` on a background thread."""
+    """Serves /healthz, /metrics (and /status) on a background thread.
 
-    def __init__(self, listen: str, provider: Callable[[], HealthSnapshot]) -> None:
+    `metrics`: the service's registry and instruments; by default one reading `provider`."""
+
+    def __init__(self, listen: str, provider: Callable[[], HealthSnapshot], *,
+                 metrics: ServiceMetrics | None = None, status: StatusProvider | None = None) -> None:
         host, port = parse_listen(listen)
+        self.metrics = metrics or ServiceMetrics(provider)
+        server_class = _Server6 if ":" in host else _Server
         try:
-            self._server = _Server((host, port), provider)
+            self._server = server_class((host, port), _QuietHandler)
         except OSError as e:
             raise ConfigError(f"service.health_listen: cannot listen on {listen}: {e.strerror or e}") from None
+        self._server.set_app(_App(provider, self.metrics, status))
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="syncd-health", daemon=True)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import Engine, func, select
@@ -84,6 +84,7 @@ class ServiceState:
     errors: Counter[str] = field(default_factory=Counter)
     writes: Counter[str] = field(default_factory=Counter)
     syncs: int = 0
+    throttling: Any = None                   # the calendar backend's ThrottleStats, when it has one
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -262,10 +263,12 @@ class ServiceState:
                 rooms.append(RoomHealth(v.room.mailbox, v.room.space_id, v.exchange_at, near, full, v.open_conflicts,
                                         bool(v.backoff.failures), v.halted))
             errors, writes, syncs = dict(self.errors), dict(self.writes), self.syncs
+        waits, waited = self.throttling.read() if self.throttling is not None else (0, 0.0)
         return HealthSnapshot(now=now, ready=self.ready, stopping=self.stopping, systems=systems, rooms=tuple(rooms),
                               ultimo_calls_today=_spent(self.pacer), ultimo_daily_budget=daily_budget,
                               ultimo_tokens=self.pacer.level() if self.pacer is not None else None,
-                              errors=errors, syncs=syncs, writes=writes, stuck=stuck)
+                              errors=errors, syncs=syncs, writes=writes, stuck=stuck,
+                              calendar_throttle_waits=waits, calendar_throttle_seconds=waited)
 
 
 def _spent(pacer: Pacer | None) -> int | None:

@@ -32,6 +32,7 @@ from exchangelib.services.common import EWSService
 from exchangelib.util import MNS
 from oauthlib.oauth2 import OAuth2Error
 
+from syncd.calendars.base import ThrottleStats
 from syncd.calendars.ews.answers import (
     GONE_ERRORS,
     MAILBOX_ERRORS,
@@ -100,7 +101,8 @@ class EwsCalendar:
         self._tz = EWSTimeZone(cfg.timezone)
         self._zone = ZoneInfo(cfg.timezone)
         self._retry_wait = retry_wait
-        self._config, self._protocol, self._policy = connect(cfg, retry_sleep, retry_wait)
+        self.throttling = ThrottleStats()     # read by the service's metrics
+        self._config, self._protocol, self._policy = connect(cfg, retry_sleep, retry_wait, self.throttling)
         self._closed = False
         self._access = IMPERSONATION if cfg.access == "impersonation" else DELEGATE
         self._accounts: dict[str, Account] = {}
@@ -116,7 +118,6 @@ class EwsCalendar:
         def op(_: int) -> str:
             account = self._account(mailbox)
             folder = Calendar.get_distinguished(root=account.root)
-            # The folder's total_count counts every item in it (any time, any kind): not shown.
             return f"calendar {folder.name or 'Calendar'!r} readable as {self._who} ({self._cfg.access})"
 
         return self._run(mailbox, "probe", op)
@@ -273,7 +274,8 @@ class EwsCalendar:
         key = mailbox.lower()
         with self._lock:
             if self._closed:
-                self._config, self._protocol, self._policy = connect(self._cfg, self._sleep, self._retry_wait)
+                self._config, self._protocol, self._policy = connect(
+                    self._cfg, self._sleep, self._retry_wait, self.throttling)
                 self._closed = False
             account = self._accounts.get(key)
             if account is None:
@@ -365,8 +367,7 @@ class EwsCalendar:
                         f"EWS at {self._cfg.endpoint} unreachable for {mailbox} ({what}) after "
                         f"{attempt + 1} attempts: {root_cause(e)}") from e
                 wait = RECONNECT_FIRST_WAIT * 2**attempt
-                # The detail is for debugging; the one line an operator needs comes with the
-                # CalendarUnreachable raised after the last attempt.
+                # Detail for debugging: the operator's one line is the CalendarUnreachable below.
                 log.debug("ews_reconnect", mailbox=mailbox, op=what, attempt=attempt + 1, wait=wait,
                           error=brief(e))
                 self._sleep(wait)   # the failed session was retired; the next attempt opens a new one

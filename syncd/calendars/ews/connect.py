@@ -35,6 +35,7 @@ from exchangelib import (
 from exchangelib.errors import MalformedResponseError, RateLimitError, UnauthorizedError
 from exchangelib.protocol import NoVerifyHTTPAdapter, Protocol
 
+from syncd.calendars.base import ThrottleStats
 from syncd.config.schema import EwsConfig
 from syncd.logs import get_logger
 
@@ -79,9 +80,10 @@ class ClientCredentials(_Unshared, OAuth2Credentials):
 class BoundedBackOff(FaultTolerance):
     """FaultTolerance with a total back-off budget per operation and 401 meaning bad credentials."""
 
-    def __init__(self, max_wait: float, sleep: Callable[[float], None]):
+    def __init__(self, max_wait: float, sleep: Callable[[float], None], stats: ThrottleStats | None = None):
         super().__init__(max_wait=max_wait)
         self._sleep = sleep
+        self.stats = stats if stats is not None else ThrottleStats()
         self._local = threading.local()
 
     def start_operation(self) -> None:
@@ -99,6 +101,7 @@ class BoundedBackOff(FaultTolerance):
             raise RateLimitError("Max timeout reached", wait=seconds)
         self._local.waited = self.waited + seconds
         log.warning("ews_back_off", seconds=round(seconds, 3), waited=round(self.waited, 3))
+        self.stats.add(seconds)
         # The sleep happens here rather than through exchangelib's back_off_until so tests
         # can inject the clock; the request is sent again right after.
         self._sleep(seconds)
@@ -147,10 +150,11 @@ def credentials_for(cfg: EwsConfig) -> PasswordCredentials | ClientCredentials:
     return PasswordCredentials(cfg.username, cfg.password.get_secret_value())
 
 
-def connect(cfg: EwsConfig, sleep: Callable[[float], None],
-            retry_wait: float) -> tuple[Configuration, SyncdProtocol, BoundedBackOff]:
-    """A Configuration and its own Protocol (no network yet) for `cfg`."""
-    policy = BoundedBackOff(cfg.throttle_max_wait_seconds, sleep)
+def connect(cfg: EwsConfig, sleep: Callable[[float], None], retry_wait: float,
+            stats: ThrottleStats | None = None) -> tuple[Configuration, SyncdProtocol, BoundedBackOff]:
+    """A Configuration and its own Protocol (no network yet) for `cfg`; throttling waits
+    are counted in `stats`."""
+    policy = BoundedBackOff(cfg.throttle_max_wait_seconds, sleep, stats)
     auth_type = {"basic": BASIC, "ntlm": NTLM}.get(cfg.auth)  # oauth2: implied by the credentials
     config = Configuration(service_endpoint=cfg.endpoint, credentials=credentials_for(cfg), auth_type=auth_type,
                            version=_version(cfg), retry_policy=policy, max_connections=1)
