@@ -419,4 +419,6 @@ def test_the_request_log_names_mailbox_and_auth_but_never_the_token(graph: Graph
     echoed = client.get("/calendar", headers={"client-request-id": "c0ffee"})
     assert echoed.headers["client-request-id"] == "c0ffee" and len(echoed.headers["request-id"]) == 36
     bearer = client.headers["Authorization"].split()[1]
-    assert bearer not in repr(graph.log) and SECRET not in repr(graph.log)
+    for shown in (repr(graph.log), repr(graph.identity), repr(graph.identity.apps)):
+        assert bearer not in shown and SECRET not in shown
+    assert "PRIVATE KEY" not in repr(client_certificate())

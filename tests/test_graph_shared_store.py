@@ -157,3 +157,24 @@ def test_a_decline_through_graph_is_seen_by_ews(both: tuple[GraphSandbox, EwsSan
     assert ews.items(ROOM) == [] and ews.declines(ROOM)[0]["reason"] == "Room taken"
     assert meeting not in {i["id"] for i in ews.items(ROOM)}
     assert datetime.now(UTC) >= ews.declines(ROOM)[0]["time"]
+
+
+def test_a_write_through_either_protocol_shows_in_the_others_incremental_sync(
+        both: tuple[GraphSandbox, EwsSandbox], client: httpx.Client) -> None:
+    _graph, ews = both
+    acc = account(ews)
+    first = client.get("/calendarView/delta", params=WINDOW).json()
+    assert first["value"] == [] and "@odata.deltaLink" in first
+    acc.calendar.item_sync_state = None
+    for _change in acc.calendar.sync_items(only_fields=["subject"]):   # EWS's first sync: nothing yet
+        pass
+    state = acc.calendar.item_sync_state
+    # EWS writes; Graph's next delta round reports it.
+    ews_item(acc, at(8, 9), stamp="syncd:u:5")
+    [entry] = client.get(first["@odata.deltaLink"]).json()["value"]
+    assert entry["subject"] == "Blocked by syncd" and entry["type"] == "singleInstance"
+    # Graph writes; EWS's next SyncFolderItems reports it (the EWS write too).
+    new_event(client, "Through Graph", at(9, 9))
+    acc.calendar.item_sync_state = state
+    created = [item.subject for kind, item in acc.calendar.sync_items(only_fields=["subject"]) if kind == "create"]
+    assert sorted(created) == ["Blocked by syncd", "Through Graph"]

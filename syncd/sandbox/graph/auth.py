@@ -49,7 +49,7 @@ class App:
     RBAC for Applications lets it reach (None: every mailbox, as a tenant-wide consent does)."""
 
     client_id: str
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     certificate: x509.Certificate | None = None
     scope: set[str] | None = None
 
@@ -74,7 +74,7 @@ class Identity:
     lifetime: float = 3599.0
     base_url: str = ""
     apps: dict[str, App] = field(default_factory=dict)
-    _tokens: dict[str, Token] = field(default_factory=dict)
+    _tokens: dict[str, Token] = field(default_factory=dict, repr=False)   # token text -> token
     _lock: threading.Lock = field(default_factory=threading.Lock)
     issued: int = 0
 

@@ -16,7 +16,7 @@ import ipaddress
 import os
 import ssl
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -119,7 +119,7 @@ class ClientCertificate:
     """An app's certificate credential: PEM certificate and private key, and its thumbprint."""
 
     cert_pem: bytes
-    key_pem: bytes
+    key_pem: bytes = field(repr=False)
     thumbprint: str
 
     @property
