@@ -151,6 +151,9 @@ def _add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--ultimo-port", type=_port, default=0)
     s.add_argument("--ews-port", type=_port, default=0)
     s.add_argument("--graph-port", type=_port, default=0)
+    s.add_argument("--seed", action="store_true", help="fill both systems with the demo's rooms and bookings")
+    s.add_argument("--write-config", metavar="FILE",
+                   help="write the configuration that points at the sandboxes to FILE instead of printing it")
     s.add_argument("--backend", choices=("ews", "graph"), default="ews", type=str.lower,
                    help="the calendar backend the printed configuration uses; graph also serves the Microsoft "
                         "Graph sandbox on the same room calendars (default: ews)")

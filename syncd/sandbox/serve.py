@@ -1,7 +1,9 @@
 """`syncd sandbox`: the bundled Ultimo and EWS sandboxes on loopback, until interrupted.
 
-Prints where they listen and a complete syncd configuration that points at them, so
-`syncd --config that.yaml check` (or reconcile, or run) works against them at once.
+Prints where they listen and a complete syncd configuration that points at them (or, with
+`--write-config FILE`, writes it there), so `syncd --config FILE check` (or reconcile, or
+run) works against them at once; three lines say what to run next. `--seed` fills them
+with the demo's rooms and bookings (`syncd.sandbox.seed`).
 With `--backend graph` the Microsoft Graph sandbox (TLS with a throwaway CA, written to a
 temporary file named in the configuration) serves the same room calendars as the EWS one,
 and the configuration uses `calendar.backend: graph`.
@@ -10,10 +12,14 @@ and the configuration uses `calendar.backend: graph`.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
@@ -27,6 +33,7 @@ ROOMS: tuple[tuple[str, str], ...] = (("room.c25@example.com", "C-25"), ("room.d
 TIMEZONE = "Europe/Amsterdam"
 GRAPH_CLIENT_ID = "5e1f0c2a-7b3d-4e8f-9a6b-2c4d6e8f0a1b"
 GRAPH_SECRET = "sandbox-graph-secret"
+HEALTH_LISTEN = "127.0.0.1:9310"
 # Where the configuration points when the EWS sandbox is not installed: nothing listens there.
 NO_EWS_ENDPOINT = "http://127.0.0.1:9/EWS/Exchange.asmx"
 
@@ -65,6 +72,8 @@ def sandbox_config_yaml(
         "rooms": [{"mailbox": mailbox, "space_id": space} for mailbox, space in rooms],
         "applicants": {"default": "ULTIMO", "by_email": {"alice@example.com": "00042"}},
         "sync": {"interval_seconds": 60, "past_days": 1, "future_days": 30},
+        # The service's /healthz, /metrics and /status (the default, written out to be seen).
+        "service": {"health_listen": HEALTH_LISTEN},
     }
     if graph is not None:
         config["calendar"] = {"backend": "graph", "graph": dict(graph)}
@@ -153,9 +162,24 @@ def cmd_sandbox(args: argparse.Namespace, out: TextIO | None = None, stop: threa
             shared = " (the same calendars as EWS)" if ews is not None else ""
             print(f"Graph sandbox:  {graph.graph_url}/v1.0  (tenant {graph.tenant_id}, app {GRAPH_CLIENT_ID} / "
                   f"{GRAPH_SECRET}; rooms {mailboxes}{shared}; CA {graph.ca_file})", file=out)
-        print("\nA configuration that points at them (save it as config.yaml):\n", file=out)
+        if getattr(args, "seed", False):
+            _seed(ultimo, ews, out)
         section = graph.calendar_config(GRAPH_CLIENT_ID, GRAPH_SECRET) if graph is not None else None
-        print(sandbox_config_yaml(ultimo.url, ews.url if ews is not None else None, graph=section), file=out)
+        config = sandbox_config_yaml(ultimo.url, ews.url if ews is not None else None, graph=section)
+        target = getattr(args, "write_config", None)
+        if target:
+            path = Path(target).absolute()
+            try:
+                _write(path, config)
+            except OSError as exc:
+                print(f"syncd sandbox: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
+            print(f"Configuration: {path}", file=out)
+            _next_steps(path, out)
+        else:
+            _next_steps(None, out)
+            print("\nA configuration that points at them (save it as config.yaml):\n", file=out)
+            print(config, file=out)
         print("Serving until Ctrl-C or SIGTERM.", file=out, flush=True)
         stop.wait()
         print("Stopping the sandboxes.", file=out, flush=True)
@@ -167,6 +191,43 @@ def cmd_sandbox(args: argparse.Namespace, out: TextIO | None = None, stop: threa
             ews.stop()
         ultimo.stop()
     return 0
+
+
+def _seed(ultimo: UltimoSandbox, ews: Any | None, out: TextIO) -> None:
+    if ews is None:
+        print("note: not seeded: the EWS sandbox (which holds the calendars) is not available", file=out)
+        return
+    from syncd.sandbox.seed import seed
+
+    told = seed(ultimo, ews, datetime.now(UTC))
+    print("Seeded with the demo's bookings, from tomorrow on:", file=out)
+    for line in told:
+        print(f"  {line}", file=out)
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step (a reader never sees half a file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _next_steps(path: Path | None, out: TextIO) -> None:
+    """Three lines: what to run next against the sandboxes."""
+    if path is None:
+        config = ""
+        print(file=out)
+    else:
+        config = "" if path == Path("config.yaml").absolute() else f" --config {path}"
+    print(f"Next: syncd{config} check        # reads both sandboxes: rooms, reservations, events", file=out)
+    print(f"      syncd{config} reconcile    # one sync; then syncd{config} conflicts list", file=out)
+    print(f"      syncd{config} run          # the service; curl -s {HEALTH_LISTEN}/metrics", file=out)
 
 
 def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
