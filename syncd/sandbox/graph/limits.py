@@ -10,6 +10,7 @@ Fault kinds (`GraphSandbox.inject`), each for the next `count` requests matching
   (``retry_after`` seconds; None leaves the header out);
 - ``http401``: 401 InvalidAuthenticationToken although the token is good;
 - ``drop``: the connection closes without an answer, nothing done;
+- ``slow``: the request is carried out and answered after ``delay`` seconds (a client timeout);
 - ``lost_answer``: the request is carried out, then the connection closes without an answer;
 - ``garbage``: 200 with a body that is not JSON.
 
@@ -30,10 +31,11 @@ from typing import Any
 
 from ..httpbase import Response, drop_connection, garbage_response, json_response
 
-__all__ = ["Budget", "Call", "DATA_FAULTS", "FAULT_KINDS", "Faults", "InjectedFault", "throttled"]
+__all__ = ["AFTER_WORK", "Budget", "Call", "DATA_FAULTS", "FAULT_KINDS", "Faults", "InjectedFault", "throttled"]
 
 RESPONSE_FAULTS = ("sync_state_not_found", "http429", "http503", "http504", "http401", "drop", "lost_answer",
-                   "garbage")
+                   "garbage", "slow")
+AFTER_WORK = ("lost_answer", "slow")      # applied to the answer of a request that was carried out
 DATA_FAULTS = ("duplicate_id", "tombstone_without_type")
 FAULT_KINDS = RESPONSE_FAULTS + DATA_FAULTS
 
@@ -45,6 +47,7 @@ class InjectedFault:
     op: str | None
     mailbox: str | None
     retry_after: float | None
+    delay: float = 0.0
 
 
 class Faults:
@@ -54,7 +57,8 @@ class Faults:
         self._lock = threading.Lock()
         self._items: list[InjectedFault] = []
 
-    def add(self, kind: str, count: int, op: str | None, mailbox: str | None, retry_after: float | None) -> None:
+    def add(self, kind: str, count: int, op: str | None, mailbox: str | None, retry_after: float | None,
+            delay: float = 0.0) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
         if count < 1:
@@ -62,7 +66,8 @@ class Faults:
         if kind in DATA_FAULTS and op not in (None, "delta"):
             raise ValueError(f"{kind} applies to delta answers only")
         with self._lock:
-            self._items.append(InjectedFault(kind, count, op, mailbox.lower() if mailbox else None, retry_after))
+            self._items.append(InjectedFault(kind, count, op, mailbox.lower() if mailbox else None, retry_after,
+                                             delay))
 
     def take(self, op: str, mailbox: str | None, kinds: tuple[str, ...]) -> InjectedFault | None:
         with self._lock:

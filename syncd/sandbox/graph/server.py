@@ -41,7 +41,7 @@ from ..ews.store import Store, StoreError
 from ..httpbase import LoopbackServer, Request, Response, drop_connection
 from .api import Api, GraphError, GraphOptions, error
 from .auth import App, Identity
-from .limits import RESPONSE_FAULTS, Budget, Call, Faults, fault_response, throttled
+from .limits import AFTER_WORK, RESPONSE_FAULTS, Budget, Call, Faults, fault_response, throttled
 from .people import People
 from .query import BadQuery, prefer
 from .read import calendar, calendar_view, delta, get_event, instances, list_events, translate_ids
@@ -175,9 +175,9 @@ class GraphSandbox(People):
     # --- faults and the request log ------------------------------------------------------------
 
     def inject(self, kind: str, *, count: int = 1, op: str | None = None, mailbox: str | None = None,
-               retry_after: float | None = 1.0) -> None:
-        """Queue a fault (see `limits` for the kinds and operation names)."""
-        self.faults.add(kind, count, op, mailbox, retry_after)
+               retry_after: float | None = 1.0, delay: float = 5.0) -> None:
+        """Queue a fault (see `limits` for the kinds and operation names); `delay` is for `slow`."""
+        self.faults.add(kind, count, op, mailbox, retry_after, delay)
 
     def set_budget(self, limit: int | None, window: float = 600.0) -> None:
         """At most `limit` requests per `window` seconds per app and mailbox (None: no limit)."""
@@ -238,7 +238,7 @@ class GraphSandbox(People):
         return self._serve(request, op, mailbox, app, handler)
 
     def _faulted(self, op: str, mailbox: str | None) -> Response | None:
-        fault = self.faults.take(op, mailbox, tuple(k for k in RESPONSE_FAULTS if k != "lost_answer"))
+        fault = self.faults.take(op, mailbox, tuple(k for k in RESPONSE_FAULTS if k not in AFTER_WORK))
         return fault_response(fault) if fault is not None else None
 
     def _serve(self, request: Request, op: str, mailbox: str, app: App, handler: _Handler) -> Response:
@@ -270,8 +270,12 @@ class GraphSandbox(People):
                     return error(400, err.code, str(err))
                 except StoreError as err:
                     return error(400, err.code, err.message)
-            lost = self.faults.take(op, mailbox, ("lost_answer",))
-            return drop_connection() if lost is not None else response
+            after = self.faults.take(op, mailbox, AFTER_WORK)
+            if after is not None and after.kind == "lost_answer":
+                return drop_connection()
+            if after is not None:
+                response.delay = after.delay
+            return response
         finally:
             self.budget.leave(key)
 
