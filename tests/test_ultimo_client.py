@@ -337,7 +337,8 @@ def test_slow_timeouts_end_as_transient(sandbox, make_client):
         client.get_reservations("C-25", window())
 
 
-@pytest.mark.parametrize(("kind", "created"), [("slow", 1), ("drop_after", 1), ("drop", 0), ("http500", 0)])
+@pytest.mark.parametrize(("kind", "created"), [("slow", 1), ("drop_after", 1), ("http503_after", 1), ("drop", 0),
+                                               ("http500", 0), ("http503", 0), ("html", 0)])
 def test_a_create_that_may_have_arrived_is_not_repeated(sandbox, make_client, kind, created):
     client = make_client(timeout_seconds=0.2)
     sandbox.inject(kind, workflow="create", delay=3)
@@ -347,6 +348,23 @@ def test_a_create_that_may_have_arrived_is_not_repeated(sandbox, make_client, ki
     assert "may have been created" in str(caught.value)
     assert sandbox.calls("create") == 1               # never sent twice: no duplicate booking
     assert len(sandbox.reservations()) == created
+
+
+@pytest.mark.parametrize("workflow", ["update", "cancel"])
+def test_an_update_or_cancel_answered_503_after_it_took_effect_is_repeated_safely(sandbox, client, workflow):
+    """Update and cancel are retried after a 5xx (see the client's docstring): the second
+    attempt leaves the reservation as the first did, and nothing is created."""
+    uid = sandbox.reserve("C-25", at(10), at(11))
+    sandbox.inject("http503_after", workflow=workflow)
+    if workflow == "update":
+        client.update_reservation(uid, at(12), at(13))
+        assert (sandbox.reservation(uid)["start"], sandbox.reservation(uid)["end"]) == (at(12), at(13))
+    else:
+        with pytest.raises(UltimoRejected):          # the repeat meets "already cancelled"
+            client.cancel_reservation(uid)
+        assert sandbox.reservation(uid)["status"] == "Cancelled"
+    assert sandbox.calls(workflow) == 2
+    assert len(sandbox.reservations()) == (1 if workflow == "update" else 0)
 
 
 def test_garbage_is_a_protocol_error_without_retry(sandbox, client):
@@ -423,6 +441,8 @@ def test_headers_on_the_wire():
 
     def record(request):
         seen.append((request.path, dict(request.headers.items()), request.json()))
+        if request.path.endswith("GetReservationsForSpace"):
+            return json_response(200, {"properties": {"Output": {"collection": []}}})
         return json_response(200, {"properties": {}})
 
     with LoopbackServer(record) as server:
@@ -637,12 +657,21 @@ def test_times_go_out_in_utc_z_form_without_cutting_a_window_short():
     {"properties": {"Output": {"collection": []}}},
     {"properties": {"Output": {}}},
     {"properties": {"Output": {"collection": None}}},
+])
+def test_every_documented_form_of_empty(payload):
+    assert rows_of(payload) == ([], 0)
+
+
+@pytest.mark.parametrize("payload", [
     {"properties": {"Output": None}},
     {"properties": {}},
     {"properties": None},
+    {"properties": []},
+    {"properties": {"Output": "none"}},
 ])
-def test_every_form_of_empty(payload):
-    assert rows_of(payload) == ([], 0)
+def test_an_answer_without_the_collection_is_malformed_not_empty(payload):
+    with pytest.raises(UltimoProtocolError, match="properties|Output"):
+        rows_of(payload)
 
 
 def test_cancelled_rows_are_dropped_but_counted_for_the_page():

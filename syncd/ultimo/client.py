@@ -23,9 +23,17 @@ daily budget before it is sent. How answers map to syncd.errors:
 
 A create is not idempotent: Ultimo returns no ExternalId to look for, so a create
 repeated after a timeout or a 5xx could book the room twice (or clash with itself as
-1015). A create is therefore retried only when it provably did not reach Ultimo
-(connection refused, 429/413, 503); otherwise UltimoOutcomeUnknown tells the caller to
-read the room before trying again.
+1015 and be recorded as a false conflict). A create is therefore retried only when it
+provably did not reach Ultimo (connection refused, 429/413); any 5xx, 503 included, may
+come from a gateway after Ultimo performed the create, so it is as ambiguous as a
+timeout: UltimoOutcomeUnknown tells the caller to settle it by reading the room
+(syncd.engine.settle) before anything is sent again.
+
+Update and cancel are retried after a 5xx, a timeout or a lost answer. Both are safe to
+repeat: an update carries the absolute times, so a second one leaves the reservation as
+the first did (Ultimo's clash check does not count the reservation against itself), and a
+cancel repeated after one that took effect is refused as "nothing to cancel", which the
+executor takes as done. Neither can create anything.
 """
 
 from __future__ import annotations
@@ -255,8 +263,8 @@ class UltimoClient:
         if status >= 500:
             text = message or code or _snippet(response)
             error = UltimoTransient(f"Ultimo failed {workflow} with HTTP {status}: {text}", self._retry_after(response))
-            # A 503 says the request was not taken in.
-            raise _Retry(error, sent=status != 503)
+            # Even a 503 may be a gateway's page sent after Ultimo did the work.
+            raise _Retry(error, sent=True)
         if status in (401, 403):
             raise UltimoAuthError(
                 f"Ultimo refused the API key for {workflow} (HTTP {status}"

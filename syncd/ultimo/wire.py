@@ -151,15 +151,19 @@ def check_empty_ok(payload: Any, workflow: str) -> None:
 
 def parse_reservations(payload: Any, space_id: str, zone: str) -> tuple[list[Reservation], int]:
     """The live reservations in a REST_GetReservationsForSpace answer, and the number of
-    rows the answer held (cancelled ones included: that is what a page cap counts)."""
+    rows the answer held (cancelled ones included: that is what a page cap counts).
+
+    The documented answer is `{"properties": {"Output": {"collection": [...]}}}`. An empty
+    room is read from that shape with the collection empty, null or left out (the forms
+    the documentation leaves open). An answer without `properties` or `Output` (missing or
+    null) says nothing about the room: UltimoProtocolError, never "no reservations"."""
     props = _properties(payload, GET)
-    if props is None:
-        return [], 0
     if not isinstance(props, Mapping):
-        raise UltimoProtocolError(f"Ultimo's answer to {GET} has 'properties' of type {type(props).__name__}")
+        raise UltimoProtocolError(f"Ultimo's answer to {GET} has 'properties' {_kind(props)}, not an object")
     output = ci_get(props, "Output")
     if output is None:
-        return [], 0
+        what = "null" if ci_has(props, "Output") else "missing"
+        raise UltimoProtocolError(f"Ultimo's answer to {GET} has 'Output' {what}: no collection of reservations")
     if isinstance(output, list):   # tolerate a collection given directly as Output
         rows = output
     elif isinstance(output, Mapping):
@@ -176,6 +180,10 @@ def parse_reservations(payload: Any, space_id: str, zone: str) -> tuple[list[Res
         if reservation is not None:
             result.append(reservation)
     return result, len(rows)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"of type {type(value).__name__}"
 
 
 def parse_row(row: Any, space_id: str, zone: str) -> Reservation | None:

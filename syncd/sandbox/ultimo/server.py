@@ -58,6 +58,7 @@ from syncd.sandbox.ultimo.records import (
     IN_PAST_CREATE,
     IN_PAST_MODIFY,
     NOT_AVAILABLE,
+    PROCESSED_FAULTS,
     WORKFLOWS,
     Call,
     SandboxRejected,
@@ -181,16 +182,18 @@ class UltimoSandbox(LoopbackServer):
 
     def inject(
         self, kind: str, count: int = 1, workflow: str | None = None, delay: float = 2.0,
-        retry_after: str | float | None = None,
+        retry_after: str | float | None = None, payload: Any = None,
     ) -> None:
         """Make the next `count` requests (to `workflow`, if given) fail as `kind`:
         http500, http503, http429, http413 (optional retry_after), slow (answered after
         `delay` s, processed), html (502 page), drop (closed unanswered, not processed),
-        drop_after (processed, then closed unanswered), garbage (200, not JSON)."""
+        drop_after (processed, then closed unanswered), http503_after (processed, then a
+        gateway's 503 HTML page), garbage (200, not JSON), answer (200 with `payload` as
+        its JSON body, not processed)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
         match = None if workflow is None else _SHORT.get(workflow, workflow)
-        self.faults.add(kind, count=count, match=match, delay=delay, retry_after=retry_after)
+        self.faults.add(kind, count=count, match=match, delay=delay, retry_after=retry_after, payload=payload)
 
     def calls(self, workflow: str | None = None) -> int:
         """Requests received (to `workflow`, short or full name), faulted ones included."""
@@ -218,8 +221,8 @@ class UltimoSandbox(LoopbackServer):
 
     def _answer(self, request: Request, workflow: str, path_ok: bool, body: Any) -> Response:
         fault = self.faults.take(workflow)
-        if fault is not None and fault.kind not in ("slow", "drop_after"):
-            return self._fault_response(fault.kind, fault.get("retry_after"))
+        if fault is not None and fault.kind not in PROCESSED_FAULTS:
+            return self._fault_response(fault.kind, fault.get("retry_after"), fault.get("payload"))
         if request.method != "POST":
             return json_response(405, {"message": "The requested resource does not support http method "
                                        f"'{request.method}'."})
@@ -246,6 +249,8 @@ class UltimoSandbox(LoopbackServer):
                 response = self._error(rejected.code, rejected.message)
         if fault is not None and fault.kind == "slow":
             response.delay = float(fault.get("delay", 2.0))
+        elif fault is not None and fault.kind == "http503_after":
+            response = html_error_page(503, "Service Unavailable")   # the work is done, a gateway says 503
         elif fault is not None:   # drop_after: the work is done, the answer is lost
             response = drop_connection()
         return response
@@ -385,8 +390,10 @@ class UltimoSandbox(LoopbackServer):
     def _error(self, code: str, message: str) -> Response:
         return json_response(400, {"message": message, "type": 3 if self.type_as_number else "3", "code": code})
 
-    def _fault_response(self, kind: str, retry_after: str | float | None) -> Response:
+    def _fault_response(self, kind: str, retry_after: str | float | None, payload: Any = None) -> Response:
         headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        if kind == "answer":
+            return json_response(200, payload)
         if kind == "http500":
             return _internal_error("")
         if kind == "http503":
