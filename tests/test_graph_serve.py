@@ -58,6 +58,40 @@ def test_syncd_checks_the_graph_sandbox_it_printed(tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.slow
+def test_switching_the_sandbox_configuration_from_ews_to_graph_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, stop, result = io.StringIO(), threading.Event(), {}
+    target = tmp_path / "config.yaml"
+    args = argparse.Namespace(host="127.0.0.1", ultimo_port=0, ews_port=0, graph_port=0, backend="graph",
+                              seed=True, write_config=str(target))
+    thread = threading.Thread(target=lambda: result.setdefault("rc", cmd_sandbox(args, out=out, stop=stop)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "Serving until" not in out.getvalue() and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        config = yaml.safe_load(target.read_text())
+        assert config["calendar"]["backend"] == "graph" and "ews" in config["calendar"]
+        config["database"]["url"] = f"sqlite:///{tmp_path / 'syncd.db'}"
+        for backend in ("ews", "graph"):
+            config["calendar"]["backend"] = backend
+            (tmp_path / f"{backend}.yaml").write_text(yaml.safe_dump(config))
+        capsys.readouterr()
+        assert main(["--config", str(tmp_path / "ews.yaml"), "reconcile"]) == 0
+        assert "Exchange 2 created" in capsys.readouterr().out     # synced through EWS first
+        for _ in range(2):                                          # then through Graph: nothing to write
+            assert main(["--config", str(tmp_path / "graph.yaml"), "reconcile"]) == 0
+            lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("room.")]
+            assert len(lines) == 2
+            assert all("Ultimo 0 created, 0 moved, 0 cancelled; Exchange 0 created, 0 moved, 0 removed" in line
+                       for line in lines), lines
+    finally:
+        stop.set()
+        thread.join(10)
+    assert result["rc"] == 0
+
+
+@pytest.mark.slow
 def test_the_demo_runs_on_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--backend", "graph", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -76,7 +76,12 @@ def sandbox_config_yaml(
         "service": {"health_listen": HEALTH_LISTEN},
     }
     if graph is not None:
+        # The EWS section stays when EWS serves the same calendars: switching `backend` back and
+        # forth is then the whole move between the two (a rehearsal of a site's migration).
+        ews_section = config["calendar"]["ews"] if ews_url is not None else None
         config["calendar"] = {"backend": "graph", "graph": dict(graph)}
+        if ews_section is not None:
+            config["calendar"]["ews"] = ews_section
     header = "# syncd configuration for the bundled sandboxes (loopback only; the secrets are the sandbox's)\n"
     if ews_url is None and graph is None:
         header += "# The EWS sandbox is not available: calendar.ews.endpoint points at nothing.\n"
