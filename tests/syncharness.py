@@ -30,10 +30,13 @@ import exchangelib.protocol
 from sqlalchemy import Engine, select
 
 from syncd.calendars.ews.backend import EwsCalendar
+from syncd.calendars.factory import open_calendar
+from syncd.calendars.graph.auth import forget_apps
 from syncd.config.schema import Config
 from syncd.core.model import external_id_for, stamp_for_reservation
 from syncd.engine.cycle import RoomResult, SyncEngine
 from syncd.sandbox.ews.server import EwsSandbox
+from syncd.sandbox.graph.server import GraphSandbox
 from syncd.sandbox.ultimo.server import UltimoSandbox
 from syncd.store.db import make_engine, session_factory, upgrade
 from syncd.store.schema import Conflict, JournalEntry, Link
@@ -46,6 +49,8 @@ ROOMS = (("room.c25@example.com", "C-25"), ("room.d12@example.com", "D-12"))
 STAMP_PROPERTY = "SyncdBookingId"
 
 EXCHANGE_WRITES = ("CreateItem", "UpdateItem", "DeleteItem")
+GRAPH_WRITES = ("events.create", "event.update", "event.delete", "event.decline")
+GRAPH_CLIENT_ID, GRAPH_SECRET = "5f0c7a1e-3b2d-4c8e-9a6f-0e1d2c3b4a59", "graph-sandbox-Secret~1"
 ULTIMO_WRITES = ("REST_CreateReservation", "REST_UpdateReservation", "REST_CancelReservation")
 
 
@@ -73,6 +78,15 @@ def config_dict(ultimo_url: str, ews_url: str, db_path: Path, *, rooms: tuple[tu
         "service": {"health_listen": "127.0.0.1:0"},     # on by default; a free port in tests
         "logging": {"level": "error"},
     }
+
+
+def graph_section(graph: GraphSandbox, secret: str = GRAPH_SECRET) -> dict[str, Any]:
+    """The `calendar.graph` section pointing at the Graph sandbox."""
+    return {"tenant_id": graph.tenant_id, "client_id": GRAPH_CLIENT_ID, "client_secret": secret,
+            "authority": graph.url, "graph_url": f"{graph.graph_url}/v1.0", "ca_file": graph.ca_file,
+            "timeout_seconds": 5,
+            # Retry-After is whole seconds: one back-off of 1 s fits, a second does not.
+            "throttle_max_wait_seconds": 1.5}
 
 
 _TEMPLATE: dict[str, Path] = {}
@@ -163,18 +177,29 @@ class World:
     """Both sandboxes, the rooms, a configuration and a database. Close it when done."""
 
     def __init__(self, folder: Path | None = None, *, rooms: tuple[tuple[str, str], ...] = ROOMS,
-                 **sync: Any) -> None:
+                 backend: str = "ews", graph: bool = False, **sync: Any) -> None:
+        """`backend`: the calendar backend syncd uses (ews | graph). With graph (or `graph=True`)
+        the Graph sandbox serves the EWS sandbox's calendars too (one store, two protocols):
+        people still act through `ews`, syncd reads and writes through whichever is configured."""
         self._own_folder = folder is None
         self.folder = Path(tempfile.mkdtemp(prefix="syncd-world-")) if folder is None else folder
         self.rooms = rooms
         self.ultimo = UltimoSandbox(api_keys=(API_KEY,), rate_limit=10**9, daily_limit=10**9).start()
-        self.ews = EwsSandbox(users={USER: PASSWORD}, auth="basic").start()
+        self.graph: GraphSandbox | None = None
+        if backend == "graph" or graph:
+            self.graph = GraphSandbox(timezone="Europe/Amsterdam").start()
+            self.graph.register_app(GRAPH_CLIENT_ID, secret=GRAPH_SECRET)
+        self.ews = EwsSandbox(users={USER: PASSWORD}, auth="basic",
+                              store=self.graph.store if self.graph is not None else None).start()
         for mailbox, space in rooms:
             self.ultimo.add_space(space, preparation_minutes=10, cleanup_minutes=10)
             self.ews.add_mailbox(mailbox)
         self.db_path = self.folder / "syncd.db"
         fresh_database(self.db_path)
         self.raw = config_dict(self.ultimo.url, self.ews.url, self.db_path, rooms=rooms, **sync)
+        if self.graph is not None:
+            self.raw["calendar"]["graph"] = graph_section(self.graph)
+        self.raw["calendar"]["backend"] = backend
         self.cfg = Config.model_validate(self.raw)
         self.db: Engine = make_engine(self.cfg.database.url)
         self.switch = CrashSwitch()
@@ -185,12 +210,21 @@ class World:
     def engine(self) -> SyncEngine:
         """The running process's SyncEngine, started when there is none."""
         if self._sync is None:
-            calendar = EwsCalendar(self.cfg.calendar.ews, retry_sleep=lambda _s: None, retry_wait=0.001)
+            if self.cfg.calendar.backend == "graph":
+                calendar: Any = open_calendar(self.cfg, retry_sleep=lambda _s: None, backoff_first=0.001)
+            else:
+                calendar = EwsCalendar(self.cfg.calendar.ews, retry_sleep=lambda _s: None, retry_wait=0.001)
             ultimo = UltimoClient(self.cfg.ultimo, budget=DailyBudget(self.db, 10**6),
                                   limiter=RateLimiter(10**6, 10.0), sleep=lambda _s: None, backoff_base=0.001)
             self._sync = SyncEngine(self.cfg, self.db, calendar=CrashingCalendar(calendar, self.switch),
                                     ultimo=CrashingUltimo(ultimo, self.switch))
         return self._sync
+
+    def use_backend(self, backend: str) -> None:
+        """Restart syncd with `calendar.backend` changed (the same database, the same calendars)."""
+        self.kill()
+        self.raw["calendar"]["backend"] = backend
+        self.cfg = Config.model_validate(self.raw)
 
     def kill(self) -> None:
         """The process is gone: its connections close; the next `engine()` is a new process."""
@@ -215,6 +249,9 @@ class World:
         self.db.dispose()
         self.ultimo.stop()
         self.ews.stop()
+        if self.graph is not None:
+            self.graph.stop()
+            forget_apps()
         exchangelib.protocol.close_connections()
         if self._own_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -239,6 +276,8 @@ class World:
     def write_calls(self) -> tuple[int, int]:
         """(Exchange, Ultimo) write requests served so far (faulted ones included)."""
         ex = sum(self.ews.calls(op=op) for op in EXCHANGE_WRITES)
+        if self.graph is not None:
+            ex += sum(self.graph.calls(op=op) for op in GRAPH_WRITES)
         ul = sum(self.ultimo.calls(w) for w in ULTIMO_WRITES)
         return ex, ul
 

@@ -31,6 +31,7 @@ from syncd.core.plan import LinkView, OpenConflict, Plan, Policy, RoomSnapshot
 from syncd.core.planner import plan_room
 from syncd.engine import conflicts
 from syncd.engine.executor import SYSTEM_FAILURES, WRITE_KEYS, Executor
+from syncd.engine.reidentify import needs_reidentify, reidentify
 from syncd.errors import CalendarError, CredentialsError, SyncdError, UltimoError, UnreachableError
 from syncd.store.db import session_factory
 from syncd.store.schema import LINK_ACTIVE, LINK_CANCELLED, Link, RoomState, Run
@@ -207,6 +208,13 @@ class SyncEngine:
                 self.executor.settle_room(room)
         now = self.clock()
         window = self.window(now)
+        if read_exchange and self._backend_changed(room):
+            if dry_run:
+                result.plan_lines.append(f"(calendar.backend is now {self.cfg.calendar.backend}: a real run first "
+                                         "re-identifies the links through it; the calendar is not read here)")
+                read_exchange = False
+            elif not self._reidentify(room, window, now, result):
+                return
         links = self._links(room, window)
         unknown: set[int] = set()
         exchange = self._read_exchange(room, window, links, now, result, unknown) if read_exchange else None
@@ -343,9 +351,30 @@ class SyncEngine:
     def _state(self, s: Session, room: Room) -> RoomState:
         row = s.get(RoomState, room.mailbox)
         if row is None:
-            row = RoomState(room=room.mailbox, space_id=room.space_id)
+            row = RoomState(room=room.mailbox, space_id=room.space_id, calendar_backend=self.cfg.calendar.backend)
             s.add(row)
         return row
+
+    # --- a changed calendar backend -----------------------------------------------------
+
+    def _backend_changed(self, room: Room) -> bool:
+        with self.sessions() as s:
+            return needs_reidentify(s, room, self.cfg.calendar.backend)
+
+    def _reidentify(self, room: Room, window: TimeWindow, now: datetime, result: RoomResult) -> bool:
+        """Find the room's links again through the configured backend (syncd.engine.reidentify)
+        before anything is planned; False when the calendar could not be read (nothing changed)."""
+        try:
+            with self.sessions.begin() as s:
+                done = reidentify(s, self.calendar, room, window, self.cfg.calendar.backend, now)
+        except CalendarError as e:
+            result.errors.append(f"re-identifying the links of {room.mailbox} through "
+                                 f"{self.cfg.calendar.backend}: {e}")
+            self._note_failure(result, e, "exchange")
+            return False
+        result.plan_lines.append(f"re-identified {done.total} link(s) through {self.cfg.calendar.backend}"
+                                 + (f"; {len(done.not_found)} not found" if done.not_found else ""))
+        return True
 
     def _record(self, room: Room, result: RoomResult) -> None:
         now = self.clock()

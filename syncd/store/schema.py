@@ -174,6 +174,8 @@ class RoomState(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     halted: Mapped[str | None] = mapped_column(Text)   # why the room was stopped (mass cancellation guard)
+    # The calendar backend (ews | graph) the links' item ids and the sync state above belong to.
+    calendar_backend: Mapped[str | None] = mapped_column(String(16))
 
 
 class Run(Base):
