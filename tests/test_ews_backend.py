@@ -371,6 +371,8 @@ def test_throttling_is_bounded_in_total(make: Any, sandbox: EwsSandbox) -> None:
 
     assert backend.sleeps == [pytest.approx(0.05), pytest.approx(0.05)]
     assert "throttle_max_wait_seconds" in str(raised.value)
+    waits, seconds = backend.calendar.throttling.read()     # the service's throttling metrics
+    assert waits == 2 and seconds == pytest.approx(0.1)
 
 
 def test_busy_without_a_back_off_value_waits_retry_wait(make: Any, sandbox: EwsSandbox) -> None:

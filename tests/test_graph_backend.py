@@ -127,6 +127,7 @@ def test_throttling_past_the_budget_gives_up_within_it(room: GraphHarness) -> No
 
     assert room.sleeps == [2, 2]          # a third wait would pass 5 s
     assert "throttle_max_wait_seconds=5" in str(raised.value)
+    assert calendar.throttling.read() == (2, 4.0)      # the service's throttling metrics
 
 
 def test_503_and_504_without_retry_after_back_off_exponentially(room: GraphHarness) -> None:

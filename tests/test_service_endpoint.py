@@ -109,8 +109,10 @@ def normalised(text: str) -> str:
 
 
 @pytest.mark.slow
-def test_metrics_healthz_and_status_of_the_running_service(service, capsys: pytest.CaptureFixture[str]) -> None:
+def test_metrics_healthz_and_status_of_the_running_service(service, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     world, config, url, proc = service
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     eventually(lambda: healthy(url) or proc.poll() is not None, what="/healthz 200")
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     eventually(lambda: world.open_conflicts(C25), what="the clash to be recorded")
@@ -150,9 +152,12 @@ def test_metrics_healthz_and_status_of_the_running_service(service, capsys: pyte
     assert normalised(capsys.readouterr().out) == normalised(served.getvalue())
 
     # An operator who cannot open the database (the service's state directory is its own)
-    # gets the same from the service.
+    # nor read the secrets (systemd's credentials) gets the same from the service.
     raw = yaml.safe_load(config.read_text())
     raw["database"]["url"] = f"sqlite:///{world.folder / 'not-mine' / 'syncd.db'}"
+    del raw["ultimo"]["api_key"], raw["calendar"]["ews"]["password"]
+    raw["ultimo"]["api_key_file"] = "${CREDENTIALS_DIRECTORY}/ultimo-api-key"
+    raw["calendar"]["ews"]["password_file"] = "/nonexistent/ews-password"
     theirs = config.with_name("operator.yaml")
     theirs.write_text(yaml.safe_dump(raw))
     assert main(["--config", str(theirs), "status"]) == 0

@@ -40,6 +40,11 @@ HANDLERS: dict[str, tuple[str, str, bool]] = {
 }
 
 
+# Commands that need no secret: the configuration is loaded without reading any, so an
+# operator who cannot read them (the unit's credentials) can still run these.
+WITHOUT_SECRETS = frozenset({"status"})
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with `syncd: error: ...` (its usual behaviour), kept explicit."""
 
@@ -205,7 +210,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if needs_config:
         from syncd.config.load import load_config
 
-        cfg, path = load_config(args.config)
+        cfg, path = load_config(args.config, secrets=args.command not in WITHOUT_SECRETS)
         args.config_path = path
         logs.configure(args.log_level or cfg.logging.level, cfg.logging.format)
         handler = _handler(module_name, func_name, args.command)

@@ -63,13 +63,17 @@ def find_config(path: str | None) -> Path:
     raise ConfigError(f"no configuration file: looked at {looked}; give --config PATH or set ${ENV_VAR}")
 
 
-def load_config(path: str | None = None) -> tuple[Config, Path]:
+def load_config(path: str | None = None, *, secrets: bool = True) -> tuple[Config, Path]:
     """Find, read, substitute and validate the configuration.
 
     Gives the Config (its SQLite URL made absolute) and the file's absolute path.
-    Raises ConfigError with every problem found, each as `path: message`."""
+    Raises ConfigError with every problem found, each as `path: message`. With
+    secrets=False no secret is read (each is `SECRET_NOT_READ`): for commands that need
+    none, run by someone who cannot read them (`syncd status` outside the unit)."""
     file = find_config(path).absolute()
     data = _read_yaml(file)
+    if not secrets:
+        _stub_secrets(data)
     problems: list[str] = []
     done: set[str] = set()     # paths already reported: pydantic's echo of them is dropped
     data = _substitute(data, (), problems, done)
@@ -234,6 +238,26 @@ def _load_secret_files(node: Any, loc: tuple[Any, ...], folder: Path, problems: 
             problems.append(f"{where}: {path} is empty")
             continue
         node[secret] = content
+
+
+SECRET_NOT_READ = "<not read>"
+
+
+def _stub_secrets(node: Any) -> None:
+    """Replace every secret (and `<secret>_file`) by SECRET_NOT_READ, in place."""
+    if isinstance(node, list):
+        for item in node:
+            _stub_secrets(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for key in list(node):
+        name = key.removesuffix("_file") if isinstance(key, str) else key
+        if name in SECRET_KEYS:
+            node.pop(key)
+            node[name] = SECRET_NOT_READ
+        else:
+            _stub_secrets(node[key])
 
 
 def _walk_secrets(node: Any, loc: tuple[Any, ...] = ()) -> typing.Iterator[tuple[tuple[Any, ...], Any]]:

@@ -90,6 +90,7 @@ class GraphCalendar:
         self.tokens = TokenSource(cfg)
         self._http = GraphHttp(cfg, self.tokens, sleep=retry_sleep, reconnect_attempts=reconnect_attempts,
                                backoff_first=backoff_first)
+        self.throttling = self._http.throttling
         self._delta = DeltaReader(self._http)
         self._lock = threading.Lock()
         self.who = self.tokens.who

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from syncd.calendars.base import ThrottleStats
 from syncd.calendars.graph.auth import TokenSource
 from syncd.config.schema import GraphConfig
 from syncd.errors import CalendarAuthError, CalendarProtocolError
@@ -91,6 +92,7 @@ class GraphHttp:
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
         self.requests = 0
+        self.throttling = ThrottleStats()     # read by the service's metrics
 
     # --- operations -------------------------------------------------------------------------
 
@@ -172,6 +174,7 @@ class GraphHttp:
                 self._local.waited = self.waited + wait
                 log.warning("graph_back_off", status=status, seconds=round(wait, 3), waited=round(self.waited, 3),
                             method=method, path=_path(url))
+                self.throttling.add(wait)
                 self._sleep(wait)
                 continue
             code, message = _error(response)
