@@ -122,9 +122,8 @@ def test_failed_read_keeps_the_room_due():
 
 def test_busy_room_reads_its_near_term_more_often_than_its_far_horizon():
     p = planner(rooms=("busy",), level=100, interval_seconds=60, page_limit=100)
-    p.load("busy", ultimo_read_at=T0, changed_at=None, rows=300)   # a full read takes 7 calls
-    near_cost, full_cost = p.costs("busy", T0)
-    assert (near_cost, full_cost) == (1, 7)
+    p.load("busy", ultimo_read_at=T0, changed_at=None, rows=300)   # a first read takes 7 calls (halving)
+    assert p.costs("busy", T0) == (1, 7)
     scopes = []
     t = T0
     for _ in range(60):
@@ -134,7 +133,8 @@ def test_busy_room_reads_its_near_term_more_often_than_its_far_horizon():
         if g is not None:
             scopes.append(g.scope)
             p.done(g, t, ok=True, rows=300 if g.scope == FULL else None)
-    assert scopes.count(NEAR) > 3 * scopes.count(FULL) > 0
+            assert p.costs("busy", t) == (1, 4)                # then its rows are known: 4 (cut by density)
+    assert scopes.count(NEAR) > 1.5 * scopes.count(FULL) > 0
 
 
 def test_small_room_always_reads_the_full_window():
@@ -172,12 +172,16 @@ def test_near_window_ends_at_local_midnight_after_tomorrow():
     assert full.end == now + timedelta(days=30)
 
 
-def test_calls_for_rows_follows_the_clients_window_halving():
-    assert calls_for_rows(0, 100) == 1
-    assert calls_for_rows(99, 100) == 1
-    assert calls_for_rows(150, 100) == 3
-    assert calls_for_rows(300, 100) == 7
-    assert calls_for_rows(400, 100) == 15
+def test_calls_for_rows_follows_the_clients_window_halving_on_a_first_read():
+    assert calls_for_rows(0, 100, known=False) == 1
+    assert calls_for_rows(99, 100, known=False) == 1
+    assert calls_for_rows(150, 100, known=False) == 3
+    assert calls_for_rows(300, 100, known=False) == 7
+    assert calls_for_rows(400, 100, known=False) == 15
+
+
+def test_calls_for_rows_follows_the_clients_density_cuts_once_read():
+    assert [calls_for_rows(n, 100) for n in (0, 90, 91, 300, 400)] == [1, 1, 2, 4, 5]
 
 
 def test_estimate_says_when_the_budget_cannot_keep_rooms_fresh():

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from syncd.core.model import TimeWindow, utc
 from syncd.service.bucket import PacerSnapshot, TokenBucket, epoch, from_epoch, initial_level
+from syncd.ultimo.paging import calls_for_rows
 
 __all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
            "calls_for_rows", "estimate", "human", "initial_level"]
@@ -118,8 +119,9 @@ class _Room:
     rows: int | None = None
     paused_until: float = 0.0
     held: int = 0
-    cost_key: tuple[int, float] | None = None
+    cost_key: tuple[int, float, bool] | None = None
     cost: tuple[int, int] = (1, 1)
+    profiled: bool = False          # read completely by this process: the client knows its rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,7 @@ class ReadPlanner:
         r.held = max(0, r.held - grant.cost)
         if not ok:
             return
+        r.profiled = True
         r.near_at = epoch(at)
         if grant.scope == FULL:
             r.full_at = r.near_at
@@ -199,7 +202,9 @@ class ReadPlanner:
 
     def costs(self, room: str, now: datetime) -> tuple[int, int]:
         """Expected calls for (near-term, full) reads, rows estimated from the last full
-        read spread evenly over the full window (see `calls_for_rows`)."""
+        read spread evenly over the full window, cut as the client cuts them
+        (`syncd.ultimo.paging.calls_for_rows`: by known density once this process has
+        read the room, halving before)."""
         return self._costs(self._rooms[room], self._near_share(now))
 
     def _near_share(self, now: datetime) -> float:
@@ -212,9 +217,10 @@ class ReadPlanner:
     def _costs(self, r: _Room, share: float) -> tuple[int, int]:
         if not r.rows:
             return 1, 1
-        if r.cost_key != (r.rows, share):
-            limit = self.policy.page_limit
-            r.cost_key, r.cost = (r.rows, share), (calls_for_rows(r.rows * share, limit), calls_for_rows(r.rows, limit))
+        if r.cost_key != (r.rows, share, r.profiled):
+            limit, known = self.policy.page_limit, r.profiled
+            r.cost_key = (r.rows, share, known)
+            r.cost = (calls_for_rows(r.rows * share, limit, known=known), calls_for_rows(r.rows, limit, known=known))
         return r.cost
 
     # -- the decision ---------------------------------------------------------------
@@ -397,14 +403,6 @@ def estimate(policy: ReadPolicy, rooms: dict[str, tuple[int, int, float]]) -> Es
     )
     needed = sum(cf for _, cf, _ in rooms.values()) * DAY / p.interval_seconds
     return Estimate(reads_per_s * DAY, needed, p.interval_seconds, staleness)
-
-
-def calls_for_rows(rows: float, page_limit: int) -> int:
-    """Calls one read of `rows` evenly spread rows takes: the client halves a window
-    whose page comes back full (`page_limit` rows) until every page is short."""
-    if rows < page_limit:
-        return 1
-    return 1 + 2 * calls_for_rows(rows / 2, page_limit)
 
 
 def human(seconds: float) -> str:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import random
 import ssl
 import threading
@@ -68,6 +69,7 @@ from syncd.errors import (
 )
 from syncd.ultimo import wire as wire
 from syncd.ultimo.budget import CallBudget, DailyBudget, RateLimiter
+from syncd.ultimo.paging import ReadProfiles, split_by_rows
 
 log = structlog.get_logger("syncd.ultimo")
 
@@ -109,6 +111,7 @@ class UltimoClient:
         self.budget: CallBudget = budget if budget is not None else DailyBudget(None, cfg.daily_call_budget)
         self.limiter = limiter if limiter is not None else RateLimiter(cfg.calls_per_10s, 10.0)
         self.calls = 0
+        self.profiles = ReadProfiles(cfg.page_limit)
         self._calls_lock = threading.Lock()
         self._sleep = sleep
         self._backoff_base = backoff_base
@@ -156,30 +159,45 @@ class UltimoClient:
     def get_reservations(self, space_id: str, window: TimeWindow) -> list[Reservation]:
         """Every live reservation of `space_id` Ultimo returns for `window`, de-duplicated.
 
-        A page of `page_limit` rows may be truncated, so that window is split in halves
-        until every page is short. Raises UltimoProtocolError when even a one-minute
-        window is full, or any UltimoError of the calls."""
+        A page of `page_limit` rows may be truncated. A space read before is read in the
+        windows its previous rows suggest (`syncd.ultimo.paging`), each expected to hold
+        fewer rows than a page; a first read halves a window whose page came back full.
+        A full page is split around the rows it returned, until every page is short.
+        Raises UltimoProtocolError when even a one-minute window is full, or any
+        UltimoError of the calls."""
         found: dict[str, Reservation] = {}
-        self._get_complete(space_id, window.start, window.end, found)
+        parts = self.profiles.windows(space_id, window)
+        for part in parts or [window]:
+            self._get_complete(space_id, part.start, part.end, found, known=parts is not None)
+        self.profiles.record(space_id, window, found.values())
         return sorted(found.values(), key=lambda r: (r.start, r.end, r.ultimo_id))
 
-    def _get_complete(self, space_id: str, start: datetime, end: datetime, found: dict[str, Reservation]) -> None:
+    def _get_complete(self, space_id: str, start: datetime, end: datetime, found: dict[str, Reservation], *,
+                      known: bool) -> None:
         payload = self._call(wire.GET, wire.get_body(space_id, start, end))
         rows, raw_count = wire.parse_reservations(payload, space_id, self.cfg.timezone)
+        for row in rows:
+            found.setdefault(row.ultimo_id, row)
         if raw_count < self.cfg.page_limit:
-            for row in rows:
-                found.setdefault(row.ultimo_id, row)
             return
         if end - start <= MIN_SPLIT_WINDOW:
             raise UltimoProtocolError(
                 f"Ultimo returned a full page of {raw_count} reservations for {space_id} in one minute "
                 f"from {wire.format_time(start)}; cannot read the room completely"
             )
-        # Halves on whole seconds: Ultimo's input times have no fractions.
-        middle = start + timedelta(seconds=int((end - start).total_seconds() // 2))
-        log.debug("ultimo.get.split", space_id=space_id, rows=raw_count, start=start.isoformat(), end=end.isoformat())
-        self._get_complete(space_id, start, middle, found)
-        self._get_complete(space_id, middle, end, found)
+        # The page's rows are kept (they are live reservations), but the page may be cut
+        # anywhere: its window is read again in parts. Where the density was known, the
+        # parts are cut around the rows it returned (about `ROWS_PER_GET` each of at
+        # least a page); a first read halves the window on whole seconds.
+        if known:
+            parts = split_by_rows(TimeWindow(start, end), rows, math.ceil(1.2 * raw_count / self.profiles.per))
+        else:
+            middle = start + timedelta(seconds=int((end - start).total_seconds() // 2))
+            parts = [TimeWindow(start, middle), TimeWindow(middle, end)]
+        log.debug("ultimo.get.split", space_id=space_id, rows=raw_count, start=start.isoformat(),
+                  end=end.isoformat(), parts=len(parts))
+        for part in parts:
+            self._get_complete(space_id, part.start, part.end, found, known=known)
 
     # --- transport ------------------------------------------------------------------------
 

@@ -110,6 +110,9 @@ class UltimoSandbox(LoopbackServer):
         self._lock = threading.RLock()
         self._spaces: dict[str, _Space] = {}
         self._reservations: dict[str, _Reservation] = {}
+        # Active reservations per space: a Get or a clash check looks at one space only,
+        # so the sandbox's cost grows with the rows of the space, not of every space.
+        self._active: dict[str, dict[str, _Reservation]] = {}
         self._next_id = 6712
         self._recent: deque[float] = deque()
         self._per_day: dict[str, int] = {}
@@ -156,20 +159,23 @@ class UltimoSandbox(LoopbackServer):
             self._check_times(start, end)
             if not force:
                 self._check_clash(res.space_id, start, end, ultimo_id)
-            self._reservations[ultimo_id] = replace(res, start=start, end=end)
+            self._put(replace(res, start=start, end=end))
 
     def cancel(self, ultimo_id: str) -> None:
         """Cancel as a person; SandboxRejected if unknown or already cancelled."""
         with self._lock:
             res = self._require_active(ultimo_id)
-            self._reservations[ultimo_id] = replace(res, status="Cancelled")
+            self._put(replace(res, status="Cancelled"))
 
     def reservations(self, space_id: str | None = None) -> list[dict[str, Any]]:
         """The active reservations (of one space, or all), oldest start first, each a dict
         with ultimo_id, space_id, start, end (aware UTC), description, applicant_id,
         external_id and via ("api" or "ultimo")."""
         with self._lock:
-            rows = [r for r in self._reservations.values() if r.active and space_id in (None, r.space_id)]
+            if space_id is None:
+                rows = [r for r in self._reservations.values() if r.active]
+            else:
+                rows = list(self._active.get(space_id, {}).values())
         return [_as_dict(r) for r in sorted(rows, key=lambda r: (r.start, r.ultimo_id))]
 
     def reservation(self, ultimo_id: str) -> dict[str, Any] | None:
@@ -278,20 +284,19 @@ class UltimoSandbox(LoopbackServer):
             if res.start < now or start < now:
                 raise SandboxRejected("1166", IN_PAST_MODIFY)
             self._check_clash(res.space_id, start, end, res.ultimo_id)
-            self._reservations[res.ultimo_id] = replace(res, start=start, end=end)
+            self._put(replace(res, start=start, end=end))
             return json_response(200, {"properties": {}})
         if workflow == "REST_CancelReservation":
             res = self._require_active(_text(body, "ultimoid"))
             if res.start < now:
                 raise SandboxRejected("1166", IN_PAST_MODIFY)
-            self._reservations[res.ultimo_id] = replace(res, status="Cancelled")
+            self._put(replace(res, status="Cancelled"))
             return json_response(200, {"properties": {}})
         space_id = _text(body, "spaceid")
         space = self._require_space(space_id)
         since, till = self._time(body, "from"), self._time(body, "till")
         rows = sorted(
-            (r for r in self._reservations.values()
-             if r.active and r.space_id == space_id and r.start < till and r.end > since),
+            (r for r in self._active.get(space_id, {}).values() if r.start < till and r.end > since),
             key=lambda r: (r.start, r.ultimo_id),
         )[: self.page_cap]
         return json_response(200, self._get_payload([self._row(r, space) for r in rows]))
@@ -353,17 +358,25 @@ class UltimoSandbox(LoopbackServer):
     def _check_clash(self, space_id: str, start: datetime, end: datetime, ignore: str | None) -> None:
         space = self._require_space(space_id)
         lo, hi = start - space.preparation, end + space.cleanup
-        for other in self._reservations.values():
-            if other.active and other.space_id == space_id and other.ultimo_id != ignore and \
-                    lo < other.end + space.cleanup and other.start - space.preparation < hi:
+        for other in self._active.get(space_id, {}).values():
+            if other.ultimo_id != ignore and lo < other.end + space.cleanup and other.start - space.preparation < hi:
                 raise SandboxRejected("1015", NOT_AVAILABLE)
 
     def _insert(self, space_id: str, start: datetime, end: datetime, description: str, applicant: str,
                 external_id: str | None, via: str) -> str:
         uid = f"{self._next_id:011d}"
         self._next_id += 1
-        self._reservations[uid] = _Reservation(uid, space_id, start, end, description, applicant, external_id, via)
+        self._put(_Reservation(uid, space_id, start, end, description, applicant, external_id, via))
         return uid
+
+    def _put(self, res: _Reservation) -> None:
+        """Store `res` (new or changed), keeping the per-space index of active ones."""
+        self._reservations[res.ultimo_id] = res
+        active = self._active.setdefault(res.space_id, {})
+        if res.active:
+            active[res.ultimo_id] = res
+        else:
+            active.pop(res.ultimo_id, None)
 
     def _count_rate(self) -> Response | None:
         """429 past `rate_limit` requests in `rate_window` s, or past `daily_limit` a day."""
