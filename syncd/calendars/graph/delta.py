@@ -31,6 +31,7 @@ from syncd.logs import get_logger
 log = get_logger("syncd.graph")
 
 _VERSION = "graph-delta-1"
+ROUND_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,15 @@ class DeltaReader:
 
     def new_round(self, path: str, window: tuple[datetime, datetime]) -> DeltaState:
         """A full round from scratch (every page); its delta link. A round lost while it
-        is being read is started once more."""
+        is being read (410 on a page) is started again, up to ROUND_ATTEMPTS times in all."""
         params = {"startDateTime": iso(window[0]), "endDateTime": iso(window[1])}
-        for attempt in (1, 2):
+        for attempt in range(1, ROUND_ATTEMPTS + 1):
             try:
                 link = self._to_end(self._http.get_json(self._http.url(f"{path}/calendarView/delta"), params=params,
                                                         page_size=self._page_size()))[1]
                 return DeltaState(link, window[0], window[1])
             except GraphError as e:
-                if attempt == 2 or not lost_round(e):
+                if attempt == ROUND_ATTEMPTS or not lost_round(e):
                     raise
                 log.warning("graph_delta_round_lost", path=path, status=e.status, code=e.code)
         raise AssertionError("unreachable")
