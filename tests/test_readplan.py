@@ -121,7 +121,8 @@ def test_failed_read_keeps_the_room_due():
 
 
 def test_busy_room_reads_its_near_term_more_often_than_its_far_horizon():
-    p = planner(rooms=("busy",), level=100, interval_seconds=60, page_limit=100)
+    # A budget far below reading it every interval: the worst-case bound is hours.
+    p = planner(rooms=("busy",), level=100, interval_seconds=60, page_limit=100, daily_budget=150)
     p.load("busy", ultimo_read_at=T0, changed_at=None, rows=300)   # a first read takes 7 calls (halving)
     assert p.costs("busy", T0) == (1, 7)
     scopes = []
@@ -145,7 +146,7 @@ def test_small_room_always_reads_the_full_window():
 
 
 def test_recent_activity_puts_a_room_ahead_of_an_equally_stale_quiet_one():
-    p = planner(rooms=("quiet", "active"), level=51)
+    p = planner(rooms=("quiet", "active"), level=51, daily_budget=150)   # the bound is hours away
     for room in ("quiet", "active"):
         p.load(room, ultimo_read_at=T0, changed_at=None, rows=10)
     now = T0 + timedelta(hours=1)

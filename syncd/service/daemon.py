@@ -42,6 +42,7 @@ from syncd.service import lock
 from syncd.service.health import HealthServer, HealthSnapshot
 from syncd.service.metrics import ServiceMetrics
 from syncd.service.pacer import Pacer, save_snapshot, start_hold_off, start_level
+from syncd.service.rates import RateState
 from syncd.service.readplan import FULL, NEAR, ReadGrant, ReadPolicy
 from syncd.service.sdnotify import Notifier
 from syncd.service.state import ServiceState
@@ -177,6 +178,7 @@ class Service:
         self.state.load(engine, pacer)
         estimate = pacer.planner.estimate(now)
         fields = {"rooms": len(self.rooms), "daily_call_budget": self.cfg.ultimo.daily_call_budget,
+                  "worst_case_bound_s": round(estimate.bound_seconds or 0),
                   "staleness": {r.room: {"near_term_s": round(r.near_seconds), "far_s": round(r.far_seconds)}
                                 for r in estimate.rooms}}
         if estimate.fresh:
@@ -243,6 +245,12 @@ class Service:
             save_snapshot(self._engine, self._run_id, self._pacer.snapshot(), self.state.totals(),
                           status=final, finished_at=self._now() if final else None)
             record_checks(self._engine, self.state.take_checks())
+            rates = self._pacer.take_rates()
+            try:
+                record_rates(self._engine, rates)
+            except SyncdError:
+                self._pacer.keep_rates(rates)
+                raise
         except SyncdError as e:
             self.state.count_error("database")
             log.error("service.snapshot_failed", error=str(e))
@@ -292,7 +300,7 @@ class Service:
         paced = pacer.refusals_here() > refused
         if grant is not None:
             pacer.done(grant, ok=result.ultimo_read,
-                       rows=result.ultimo_count if grant.scope == FULL else None)
+                       rows=result.ultimo_count if grant.scope == FULL else None, found=ultimo_side_changes(result))
         self._record(room, result, grant, paced=paced, lags=lags, changed=dirty)
 
     def _record(self, room: Room, result: RoomResult, grant: ReadGrant | None, *, paced: bool,
@@ -363,6 +371,28 @@ def record_checks(engine: Engine, checks: dict[str, datetime]) -> None:
                 ).values(exchange_read_at=at))
     except SQLAlchemyError as e:
         raise db.database_error(e, engine.url, "write") from None
+
+
+def record_rates(engine: Engine, rates: dict[str, RateState]) -> None:
+    """Keep each room's learned change rate (RoomState.ultimo_changes, ultimo_exposure_s,
+    rates_at) so that a restarted service starts from it. Raises DatabaseError."""
+    if not rates:
+        return
+    try:
+        with engine.begin() as conn:
+            for room, st in rates.items():
+                conn.execute(update(RoomState).where(RoomState.room == room).values(
+                    ultimo_changes=st.changes, ultimo_exposure_s=st.exposure,
+                    rates_at=None if st.at is None else datetime.fromtimestamp(st.at, UTC)))
+    except SQLAlchemyError as e:
+        raise db.database_error(e, engine.url, "write") from None
+
+
+def ultimo_side_changes(result: RoomResult) -> int:
+    """Changes made in Ultimo (not by syncd) that a pass's read found: the writes they
+    caused in the calendar."""
+    w = result.writes
+    return int(w.get("exchange_created", 0) + w.get("exchange_moved", 0) + w.get("exchange_removed", 0))
 
 
 def _round(v: float | None) -> float | None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.errors import BudgetExhausted, DatabaseError
+from syncd.service.rates import RateState
 from syncd.service.readplan import (
     PacerSnapshot,
     ReadGrant,
@@ -135,9 +136,19 @@ class Pacer:
                 return None
             return self.planner.claim(room, now)
 
-    def done(self, grant: ReadGrant, *, ok: bool, rows: int | None = None) -> None:
+    def done(self, grant: ReadGrant, *, ok: bool, rows: int | None = None, found: int | None = None) -> None:
         with self._lock:
-            self.planner.done(grant, self._now(), ok=ok, rows=rows)
+            self.planner.done(grant, self._now(), ok=ok, rows=rows, found=found)
+
+    def take_rates(self) -> dict[str, RateState]:
+        """The learned change rates that moved since the last call (to persist)."""
+        with self._lock:
+            return self.planner.rates.take_dirty()
+
+    def keep_rates(self, rooms: Iterable[str]) -> None:
+        """Persisting them failed: they are taken again next time."""
+        with self._lock:
+            self.planner.rates.put_back(rooms)
 
     def note_change(self, room: str) -> None:
         with self._lock:

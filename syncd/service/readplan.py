@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from syncd.core.model import TimeWindow, utc
 from syncd.service.bucket import PacerSnapshot, TokenBucket, epoch, from_epoch, initial_level
+from syncd.service.estimate import DAY, Estimate, estimate, human
+from syncd.service.rates import ChangeRates
 from syncd.ultimo.paging import calls_for_rows
 
 __all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
@@ -36,7 +38,7 @@ __all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanne
 
 NEAR = "near"
 FULL = "full"
-DAY = 86400.0
+FORCED = 1e15       # score of a read the worst-case bound forces (above any value per call)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class ReadPolicy:
     activity_half_life: float = 1800.0  # seconds for that boost to halve
     write_share: float = 0.25           # share of the steady rate kept from reads for writes
     split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
+    force_share: float = 0.75           # a whole window unread this share of the bound is read first
+    near_change_share: float = 0.5      # share of a room's Ultimo-side changes in its near term
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity < self.daily_budget:
@@ -152,17 +156,23 @@ class ReadPlanner:
         self._queue: tuple[float, int, float, list[Candidate]] | None = None
         self._queue_ttl = min(5.0, policy.interval_seconds / 12)
         self._share: tuple[int, float] | None = None
+        self.rates = ChangeRates(near_share=policy.near_change_share)
+        self._bound: tuple[int, float] | None = None
 
     # -- what is known ------------------------------------------------------------
 
     def load(self, room: str, *, ultimo_read_at: datetime | None, changed_at: datetime | None,
-             rows: int | None) -> None:
-        """Seed a room from the database (a full read at `ultimo_read_at`)."""
+             rows: int | None, rate: tuple[float | None, float | None, datetime | None] | None = None) -> None:
+        """Seed a room from the database (a full read at `ultimo_read_at`; `rate`: the
+        learned (changes, exposure seconds, as of) of `syncd.service.rates`)."""
         self._version += 1
         r = self._rooms[room]
         r.full_at = r.near_at = None if ultimo_read_at is None else epoch(ultimo_read_at)
         r.changed_at = None if changed_at is None else epoch(changed_at)
         r.rows = rows
+        if rate is not None:
+            changes, exposure, at = rate
+            self.rates.load(room, changes, exposure, None if at is None else epoch(at))
 
     def note_change(self, room: str, at: datetime) -> None:
         """The room changed (on either side): read its near term more often for a while."""
@@ -174,15 +184,21 @@ class ReadPlanner:
         self._version += 1
         self._rooms[room].paused_until = epoch(until)
 
-    def done(self, grant: ReadGrant, at: datetime, *, ok: bool, rows: int | None = None) -> None:
-        """The granted read finished at `at` (`ok`: it read the window completely)."""
+    def done(self, grant: ReadGrant, at: datetime, *, ok: bool, rows: int | None = None,
+             found: int | None = None) -> None:
+        """The granted read finished at `at` (`ok`: it read the window completely;
+        `found`: the Ultimo-side changes it found, for the room's learned rate)."""
         self._version += 1
         r = self._rooms[grant.room]
         r.held = max(0, r.held - grant.cost)
         if not ok:
             return
+        t = epoch(at)
+        if found is not None:
+            exposure = self.rates.exposure(now=t, near_at=r.near_at, full_at=r.full_at, full=grant.scope == FULL)
+            self.rates.observe(grant.room, found, exposure, t)
         r.profiled = True
-        r.near_at = epoch(at)
+        r.near_at = t
         if grant.scope == FULL:
             r.full_at = r.near_at
             if rows is not None:
@@ -225,10 +241,26 @@ class ReadPlanner:
 
     # -- the decision ---------------------------------------------------------------
 
-    def _rate(self, r: _Room) -> float:
-        """A room's expected change rate, in proportion to its bookings (busier rooms change
-        more often); a room without bookings still gets some."""
-        return ((r.rows or 0) + 10) / self.policy.page_limit
+    def _rate(self, room: str) -> float:
+        """A room's learned rate of Ultimo-side changes per second (`syncd.service.rates`)."""
+        return self.rates.rate(room, self._rooms[room].rows, self._kappa())
+
+    def _kappa(self) -> float:
+        return self.rates.kappa({name: r.rows for name, r in self._rooms.items()})
+
+    def bound(self, now: datetime | None = None) -> float:
+        """Seconds no part of any room's window goes unread for longer (in the steady
+        state): twice the period of uniform polling with the calls left for reads, and
+        not below twice the check interval. A room's whole window is read before a
+        `force_share` of it has passed, whatever the plan prefers."""
+        key = self._version
+        if self._bound is None or self._bound[0] != key:
+            p = self.policy
+            # The steady state: every room's rows known, its reads cut by density.
+            full = sum(calls_for_rows(r.rows or 0, p.page_limit) for r in self._rooms.values())
+            period = full / p.read_rate if p.read_rate > 0 else math.inf
+            self._bound = (key, 2.0 * max(period, p.interval_seconds))
+        return self._bound[1]
 
     def _boost(self, r: _Room, t: float) -> float:
         p = self.policy
@@ -248,11 +280,14 @@ class ReadPlanner:
             return Candidate(room, FULL, math.inf, c_full)
         age_n = t - (r.near_at if r.near_at is not None else r.full_at)
         age_f = t - r.full_at
+        if age_f >= p.force_share * self.bound(now):
+            # The worst-case bound comes first: the oldest whole window before any preference.
+            return Candidate(room, FULL, FORCED + age_f, c_full)
         # Value = weight x change rate x age squared: picking the most value per call then
         # reads each part at intervals growing with the square root of its cost, which
         # keeps the mean lag lowest for the calls spent (so the far horizon of a busy room
         # is not starved by cheap near-term reads elsewhere).
-        lam = self._rate(r)
+        lam = self._rate(room)
         v_near = p.near_weight * self._boost(r, t) * lam * age_n * age_n
         v_far = lam * age_f * age_f
         options = []
@@ -329,90 +364,5 @@ class ReadPlanner:
     def estimate(self, now: datetime) -> Estimate:
         """The staleness each room will have in the steady state (no activity boosts)."""
         share = self._near_share(now)
-        return estimate(self.policy, {name: (*self._costs(r, share), self._rate(r)) for name, r in self._rooms.items()})
-
-
-@dataclass(frozen=True, slots=True)
-class RoomStaleness:
-    room: str
-    near_seconds: float     # longest time between reads of the near-term window
-    far_seconds: float      # ... of the rest of the window
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """What the budget allows: reads per day, the calls keeping every room read every
-    interval would need, and the staleness per room."""
-
-    read_calls_per_day: float
-    needed_calls_per_day: float
-    interval_seconds: float
-    rooms: tuple[RoomStaleness, ...] = field(default_factory=tuple)
-
-    @property
-    def fresh(self) -> bool:
-        return self.read_calls_per_day >= self.needed_calls_per_day
-
-    @property
-    def worst(self) -> RoomStaleness:
-        return max(self.rooms, key=lambda r: (r.near_seconds, r.far_seconds))
-
-    def message(self) -> str:
-        """One line an operator can act on."""
-        n = len(self.rooms)
-        if self.fresh:
-            return (f"Ultimo budget allows reading each of {n} rooms every {human(self.interval_seconds)} "
-                    f"({self.needed_calls_per_day:.0f} of {self.read_calls_per_day:.0f} read calls a day)")
-        near = sorted(r.near_seconds for r in self.rooms)
-        far = sorted(r.far_seconds for r in self.rooms)
-        return (f"Ultimo budget cannot keep {n} rooms fresh: reading each every {human(self.interval_seconds)} "
-                f"needs {self.needed_calls_per_day:.0f} calls a day, {self.read_calls_per_day:.0f} are left for "
-                f"reads; Ultimo-side changes will reach Exchange within about {human(near[n // 2])} "
-                f"(busiest room {human(near[-1])}) for near-term bookings and {human(far[n // 2])} "
-                f"({human(far[-1])}) further out "
-                "(raise ultimo.daily_call_budget or sync.interval_seconds, or sync fewer rooms)")
-
-
-def estimate(policy: ReadPolicy, rooms: dict[str, tuple[int, int, float]]) -> Estimate:
-    """Steady-state staleness per room when every read goes to the most value per call.
-
-    `rooms`: name -> (near-term read calls, full read calls, change rate). A read happens
-    when its value per call (weight x rate x age² / calls) reaches a common threshold θ,
-    so a part costing c calls is read every sqrt(θ c / (weight x rate)) seconds; θ is
-    where the calls add up to what is left for reads after writes."""
-    p = policy
-    reads_per_s = (p.daily_budget - p.capacity) * (1 - p.write_share) / DAY
-    wn = p.near_weight
-    total, shapes = 0.0, {}
-    for room, (cn, cf, lam) in rooms.items():
-        if cf <= cn or not p.split_reads:
-            k = wn + 1.0
-            t_near = t_far = math.sqrt(cf / (lam * k))          # times sqrt(θ)
-            total += cf / t_near
-        else:
-            # Between full reads the near term is read alone; at a full read its age is on
-            # average a third of its interval squared.
-            t_near = math.sqrt(cn / (lam * wn))
-            t_far = math.sqrt((cf - cn / 3) / lam)
-            total += cn / t_near + cf / t_far
-        shapes[room] = (t_near, t_far)
-    root_theta = total / reads_per_s if reads_per_s > 0 else math.inf
-    staleness = tuple(
-        RoomStaleness(room, max(p.interval_seconds, root_theta * a), max(p.interval_seconds, root_theta * b))
-        for room, (a, b) in shapes.items()
-    )
-    needed = sum(cf for _, cf, _ in rooms.values()) * DAY / p.interval_seconds
-    return Estimate(reads_per_s * DAY, needed, p.interval_seconds, staleness)
-
-
-def human(seconds: float) -> str:
-    """`45 s`, `12 min`, `3.5 h`, `2.1 days`."""
-    if math.isinf(seconds):
-        return "never"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * DAY:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / DAY:.1f} days"
+        return estimate(self.policy, {name: (*self._costs(r, share), self._rate(name)) for name, r in self._rooms.items()},
+                        bound=self.bound(now))

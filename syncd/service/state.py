@@ -114,7 +114,8 @@ class ServiceState:
                     continue
                 view.exchange_at, view.halted = row.exchange_read_at, row.halted
                 pacer.planner.load(name, ultimo_read_at=row.ultimo_read_at, changed_at=row.last_change_at,
-                                   rows=row.ultimo_seen)
+                                   rows=row.ultimo_seen,
+                                   rate=(row.ultimo_changes, row.ultimo_exposure_s, row.rates_at))
 
     # --- decisions ----------------------------------------------------------------------
 

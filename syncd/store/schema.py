@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -176,6 +177,10 @@ class RoomState(Base):
     halted: Mapped[str | None] = mapped_column(Text)   # why the room was stopped (mass cancellation guard)
     # The calendar backend (ews | graph) the links' item ids and the sync state above belong to.
     calendar_backend: Mapped[str | None] = mapped_column(String(16))
+    # The learned rate of Ultimo-side changes (syncd.service.rates): decayed counts as of rates_at.
+    ultimo_changes: Mapped[float | None] = mapped_column(Float)
+    ultimo_exposure_s: Mapped[float | None] = mapped_column(Float)
+    rates_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Run(Base):
