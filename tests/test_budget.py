@@ -42,12 +42,18 @@ def max_in_any_window(stamps: list[float], width: float) -> int:
 # --- RateLimiter ----------------------------------------------------------------------------
 
 
+def answered(limiter: RateLimiter) -> float:
+    """One call answered at once: acquire, then release; gives the seconds waited."""
+    with limiter.call() as waited:
+        return waited
+
+
 def test_limiter_never_allows_more_than_n_in_any_window():
     clock = FakeClock()
-    limiter = RateLimiter(5, 10.0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(5, 10.0, clock=clock, sleep=clock.sleep, margin=0.0)
     stamps = []
     for _ in range(23):
-        limiter.acquire()
+        answered(limiter)
         stamps.append(clock())
     assert max_in_any_window(stamps, 10.0) == 5
     # It waits only as long as needed: 23 calls at 5 per 10 s take 40 s, not more.
@@ -56,36 +62,36 @@ def test_limiter_never_allows_more_than_n_in_any_window():
 
 def test_limiter_does_not_wait_while_under_the_limit():
     clock = FakeClock()
-    limiter = RateLimiter(3, 10.0, clock=clock, sleep=clock.sleep)
-    assert [limiter.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    limiter = RateLimiter(3, 10.0, clock=clock, sleep=clock.sleep, margin=0.0)
+    assert [answered(limiter) for _ in range(3)] == [0.0, 0.0, 0.0]
     assert clock.sleeps == []
-    assert limiter.acquire() == pytest.approx(10.0)
+    assert answered(limiter) == pytest.approx(10.0)
     assert limiter.in_window() == 1
 
 
 def test_limiter_is_a_sliding_window_not_fixed_buckets():
     clock = FakeClock()
-    limiter = RateLimiter(2, 10.0, clock=clock, sleep=clock.sleep)
-    limiter.acquire()
+    limiter = RateLimiter(2, 10.0, clock=clock, sleep=clock.sleep, margin=0.0)
+    answered(limiter)
     clock.now += 9.0
-    limiter.acquire()
+    answered(limiter)
     # A fixed bucket starting at 10 s would allow a burst here; the sliding window waits
     # until the first call is 10 s old.
     clock.now += 1.5
-    assert limiter.acquire() == 0.0          # t=10.5: the call at t=0 has left the window
-    limiter.acquire()
+    assert answered(limiter) == 0.0          # t=10.5: the call at t=0 has left the window
+    answered(limiter)
     assert clock() - 1000.0 == pytest.approx(19.0)   # waits until the call at t=9 is 10 s old
 
 
 def test_limiter_holds_across_threads():
     clock = FakeClock()
-    limiter = RateLimiter(4, 10.0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(4, 10.0, clock=clock, sleep=clock.sleep, margin=0.0)
     stamps: list[float] = []
     lock = threading.Lock()
 
     def worker() -> None:
         for _ in range(6):
-            limiter.acquire()
+            answered(limiter)
             with lock:
                 stamps.append(clock())
 
@@ -96,6 +102,42 @@ def test_limiter_holds_across_threads():
         t.join(10)
     assert len(stamps) == 24
     assert max_in_any_window(stamps, 10.0) <= 4
+
+
+def test_a_call_counts_from_its_start_until_its_answer_arrived():
+    """Ultimo counts a call when it arrives, which may be as late as when its answer comes:
+    the window of a slow call starts at its answer, not at its start."""
+    clock = FakeClock()
+    limiter = RateLimiter(2, 10.0, clock=clock, sleep=clock.sleep, margin=0.0)
+    limiter.acquire()                  # t=0: starts, slow to arrive
+    clock.now += 3.0
+    limiter.release()                  # t=3: its answer; Ultimo may have counted it at t=3
+    answered(limiter)                  # t=3
+    waited = answered(limiter)
+    assert waited == pytest.approx(10.0)      # t=13: ten seconds after the slow call's answer
+    assert limiter.in_window() == 1           # the two answered at t=3 have left the window
+
+
+def test_calls_in_flight_fill_the_window():
+    clock = FakeClock()
+    limiter = RateLimiter(2, 10.0, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.acquire()
+    assert limiter.in_window() == 2
+    done = threading.Event()
+
+    def third() -> None:
+        answered(limiter)
+        done.set()
+
+    thread = threading.Thread(target=third)
+    thread.start()
+    assert not done.wait(0.2)          # both in flight: the third waits, however long that takes
+    limiter.release()                  # an answer arrives at t (now); the third may go 10.1 s later
+    released_at = clock()
+    thread.join(5)
+    assert done.is_set()
+    assert clock() >= released_at + 10.0 + limiter.margin - 0.06
 
 
 def test_limiter_rejects_nonsense():

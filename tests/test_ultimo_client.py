@@ -474,7 +474,7 @@ def test_every_attempt_goes_through_the_limiter(sandbox, make_client):
         waits.append(seconds)
         clock[0] += seconds
 
-    limiter = RateLimiter(2, 10.0, clock=lambda: clock[0], sleep=sleep)
+    limiter = RateLimiter(2, 10.0, clock=lambda: clock[0], sleep=sleep, margin=0.0)
     client = make_client(limiter=limiter)
     sandbox.inject("http500", count=2)
     client.get_reservations("C-25", window())          # 3 attempts: the third waits for the window

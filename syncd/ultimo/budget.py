@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -35,10 +36,20 @@ class CallBudget(Protocol):
 
 
 class RateLimiter:
-    """At most `calls` acquisitions in any `per_seconds` long window (a sliding window).
+    """At most `calls` calls in any `per_seconds` long window, as the server counts them.
 
-    `acquire()` blocks (through `sleep`) until a call may be made. Thread-safe: waiting
-    callers queue on one lock, so they are served in turn.
+    Ultimo counts a request when it arrives; syncd only knows when a call starts and when
+    its answer arrives, and the arrival lies between the two. So a call counts from the
+    moment `acquire()` lets it start until `margin` + `per_seconds` after `release()` (its
+    answer arrived, or the attempt failed): no two calls whose arrivals lie within one
+    window of each other are ever more than `calls`, however long each took on the way.
+    Counting at the start only (as before issue 9) let Ultimo see one call too many when a
+    call was slow to arrive. `margin` (0.1 s) covers timer granularity and the two clocks'
+    rates.
+
+    `acquire()` blocks (through `sleep`) until a call may start. Every `acquire()` must be
+    followed by one `release()`; `call()` pairs them. Thread-safe: waiting callers queue
+    on one lock, so they are served in turn.
     """
 
     def __init__(
@@ -47,41 +58,70 @@ class RateLimiter:
         per_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        margin: float = 0.1,
     ) -> None:
         if calls < 1:
             raise ValueError("calls must be at least 1")
         if per_seconds <= 0:
             raise ValueError("per_seconds must be positive")
+        if margin < 0:
+            raise ValueError("margin must not be negative")
         self.calls = calls
         self.per_seconds = per_seconds
+        self.margin = margin
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._stamps: deque[float] = deque()
+        self._state = threading.Lock()     # guards _ends and _open; never held while sleeping
+        self._ends: deque[float] = deque()  # when each finished call's answer came, in order
+        self._open = 0                      # calls started whose answer has not come yet
         self.waited = 0.0   # total seconds spent waiting, for the run summary
 
     def acquire(self) -> float:
-        """Wait until a call is allowed and count it; returns the seconds waited."""
+        """Wait until a call may start and count it (in flight); returns the seconds waited."""
         waited = 0.0
         with self._lock:
             while True:
-                now = self._clock()
-                while self._stamps and self._stamps[0] <= now - self.per_seconds:
-                    self._stamps.popleft()
-                if len(self._stamps) < self.calls:
-                    self._stamps.append(now)
-                    self.waited += waited
-                    return waited
-                # The oldest call leaves the window at stamps[0] + per_seconds.
-                pause = self._stamps[0] + self.per_seconds - now
+                with self._state:
+                    now = self._clock()
+                    self._expire(now)
+                    if len(self._ends) + self._open < self.calls:
+                        self._open += 1
+                        self.waited += waited
+                        return waited
+                    # Full: the oldest finished call leaves the window first; with none
+                    # finished, look again shortly (an answer is on its way).
+                    pause = (self._ends[0] + self.per_seconds + self.margin - now) if self._ends \
+                        else min(self.per_seconds, 0.05)
+                pause = max(pause, 0.001)
                 self._sleep(pause)
                 waited += pause
 
+    def release(self) -> None:
+        """The answer of an acquired call arrived (or its attempt failed)."""
+        with self._state:
+            if self._open > 0:
+                self._open -= 1
+                self._ends.append(self._clock())
+
+    @contextmanager
+    def call(self) -> Iterator[float]:
+        """`acquire()` on entry (gives the seconds waited), `release()` on exit."""
+        waited = self.acquire()
+        try:
+            yield waited
+        finally:
+            self.release()
+
     def in_window(self) -> int:
-        """How many calls the current window holds."""
-        with self._lock:
+        """How many calls the current window holds (those in flight included)."""
+        with self._state:
             now = self._clock()
-            return sum(1 for s in self._stamps if s > now - self.per_seconds)
+            return self._open + sum(1 for e in self._ends if e > now - self.per_seconds - self.margin)
+
+    def _expire(self, now: float) -> None:
+        while self._ends and self._ends[0] <= now - self.per_seconds - self.margin:
+            self._ends.popleft()
 
 
 def _utc_now() -> datetime:

@@ -7,7 +7,8 @@
     client.get_reservations("C-25", window)             # complete, or raises
 
 Every HTTP attempt, retries included, waits for the rate limiter and is spent from the
-daily budget before it is sent. How answers map to syncd.errors:
+daily budget before it is sent; it holds its place in the rate limiter's window until its
+answer is in (Ultimo counts it on arrival). How answers map to syncd.errors:
 
     400 code 1015 ............ RoomUnavailable      (never retried)
     400 code 1166 ............ ReservationInPast    (never retried)
@@ -228,16 +229,18 @@ class UltimoClient:
 
     def _attempt(self, workflow: str, url: str, element: str, content: bytes, attempt: int) -> Any:
         self.budget.spend(1)
-        self.limiter.acquire()
-        with self._calls_lock:
-            self.calls += 1
         headers = {"ApiKey": self._key, "ApplicationElementId": element, "Content-Type": "application/json"}
-        started = time.monotonic()
-        try:
-            response = self._http.post(url, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            self._log(workflow, None, started, attempt, error=type(exc).__name__)
-            raise self._transport_error(workflow, url, exc) from None
+        # The call counts against the rate limit from its start until its answer is in:
+        # Ultimo counts it on arrival, somewhere in between.
+        with self.limiter.call():
+            with self._calls_lock:
+                self.calls += 1
+            started = time.monotonic()
+            try:
+                response = self._http.post(url, content=content, headers=headers)
+            except httpx.HTTPError as exc:
+                self._log(workflow, None, started, attempt, error=type(exc).__name__)
+                raise self._transport_error(workflow, url, exc) from None
         self._log(workflow, response.status_code, started, attempt)
         return self._interpret(workflow, url, response)
 
