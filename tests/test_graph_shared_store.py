@@ -122,7 +122,7 @@ def test_people_booking_through_either_sandbox_show_in_both(both: tuple[GraphSan
                           recurrence=Recurrence("weekly", count=3), organizer="bob@example.com")
     graph_single = graph.book(ROOM, subject="Single", start=at(8, 13), end=at(8, 14))
     graph.cancel_occurrence(ROOM, ews_master, at(14, 9))      # the Graph helper takes an EWS id
-    ews.move(ROOM, graph.items(ROOM)[1]["ews_id"], at(8, 15), at(8, 16))
+    ews.move(ROOM, graph_single, at(8, 15), at(8, 16))          # and the EWS helper a Graph id
     events = view(client)
     assert [(e["subject"], e["type"], e["start"]["dateTime"][:13]) for e in events] == [
         ("Weekly", "occurrence", "2026-12-07T09"), ("Single", "singleInstance", "2026-12-08T15"),

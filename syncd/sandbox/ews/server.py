@@ -197,6 +197,11 @@ class EwsSandbox:
                 self.store.touch(target)
 
     def _target(self, mailbox: str, item_id: str) -> Item | Occurrence:
+        """The item or occurrence `item_id` (an EWS id, or a Graph id of a shared store) names."""
+        if decode_id(item_id) is None:
+            from ..graph.convert import graph_to_ews_id
+
+            item_id = graph_to_ews_id(item_id) or item_id
         try:
             target = self.store.resolve(item_id)
         except StoreError as err:
