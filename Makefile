@@ -34,6 +34,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulated_day.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/calendar_requests.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info
