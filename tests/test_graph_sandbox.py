@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from syncd.sandbox.ews.model import Recurrence
-from syncd.sandbox.graph.server import GraphSandbox
+from syncd.sandbox.graph.server import GraphOptions, GraphSandbox
 from syncd.sandbox.graph.tls import client_certificate
 
 ROOM, OTHER = "room1@example.com", "room2@example.com"
@@ -341,6 +341,16 @@ def test_a_mailbox_outside_the_app_scope_is_refused(graph: GraphSandbox, client:
     other = client.get(f"{graph.graph_url}/v1.0/users/{OTHER}/calendar")
     expected = ("ErrorAccessDenied" if variant == "403" else "ErrorInvalidUser")
     assert other.status_code == int(variant) and other.json()["error"]["code"] == expected
+
+
+def test_options_are_checked_when_set(graph: GraphSandbox) -> None:
+    with pytest.raises(ValueError, match="duplicate_transaction must be one of"):
+        graph.options.duplicate_transaction = "201"
+    with pytest.raises(AttributeError):
+        graph.options.if_match_mode = "ignore"
+    with pytest.raises(ValueError):
+        GraphOptions(ical_uid="uid")
+    assert graph.options.duplicate_transaction == "replay"
 
 
 def test_an_unknown_mailbox_is_404(graph: GraphSandbox, client: httpx.Client) -> None:

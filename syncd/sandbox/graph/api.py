@@ -71,10 +71,14 @@ class GraphOptions:
         "concurrency_scope": ("app", "mailbox"),
     }
 
-    def __post_init__(self) -> None:
-        for name, allowed in self._CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Checked on every assignment: tests switch variants on a running sandbox.
+        allowed = self._CHOICES.get(name)
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
+        if name not in self.__dataclass_fields__:
+            raise AttributeError(f"GraphOptions has no option {name!r}")
+        super().__setattr__(name, value)
 
 
 class GraphError(Exception):
