@@ -310,6 +310,12 @@ class World:
             s.expunge_all()
             return rows
 
+    def all_conflicts(self) -> list[Conflict]:
+        with session_factory(self.db)() as s:
+            rows = list(s.scalars(select(Conflict).order_by(Conflict.id)))
+            s.expunge_all()
+            return rows
+
     def pending_journal(self) -> list[JournalEntry]:
         with session_factory(self.db)() as s:
             rows = list(s.scalars(select(JournalEntry).where(JournalEntry.status == "pending")))

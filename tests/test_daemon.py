@@ -317,12 +317,14 @@ def test_status_shows_rooms_budget_and_whether_the_service_runs(world: World, tm
     main(["--config", str(config), "status"])
     out = capfd.readouterr().out
     [c25] = [line for line in out.splitlines() if line.startswith(C25)]
-    assert c25.count("UTC (") == 2 and " ago)" in c25         # both sides read, with their staleness
+    zone = at(0, 12).tzname()                                 # display.timezone: by default Ultimo's
+    assert c25.count(f"{zone} (") == 2 and " ago)" in c25     # both sides read, with their staleness
     assert "  1  " in c25                                     # one open conflict
     assert f"Ultimo calls today ({datetime.now(UTC):%Y-%m-%d} UTC): {world.ultimo.calls()} of 10000 used" in out
     assert "Budget plan: Ultimo budget" in out
     assert "Service: not running (last run ended" in out and ", ok)" in out
     assert "Open conflicts: 1" in out
+    assert "Times in Europe/Amsterdam" in out
 
 
 def test_status_exits_1_when_a_room_failed(world: World, tmp_path: Path, capfd) -> None:

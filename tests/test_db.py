@@ -218,3 +218,37 @@ def test_installed_wheel_carries_the_migrations_and_they_run(tmp_path: Path, bui
     e = db.make_engine(f"sqlite:///{target}")
     assert TABLES <= set(inspect(e).get_table_names())
     e.dispose()
+
+
+def test_migration_0004_keeps_old_conflicts_and_adds_what_they_clash_with(engine: Engine) -> None:
+    """A database at 0003 holding a conflict upgrades to the head; the row survives, its new
+    columns are empty, and a clash list can then be stored and read back."""
+    from alembic import command
+
+    from syncd.core.model import Clash, ConflictInfo
+    from syncd.engine import conflicts as store
+
+    cfg = db._alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    assert "clashes_with" not in {c["name"] for c in inspect(engine).get_columns("conflicts")}
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO conflicts (room, space_id, booking_key, kind, message, status, detected_at, last_seen_at)"
+            " VALUES ('room.c25@example.com', 'C-25', 'uid-1', 'room_unavailable', 'busy', 'open',"
+            " '2026-11-20 08:00:00', '2026-11-20 08:00:00')"))
+    assert db.upgrade(engine) == db.head_revision()
+    with db.session_factory(engine)() as s:
+        (row,) = s.scalars(select(Conflict)).all()
+        assert (row.message, row.clashes_with, row.outcome) == ("busy", None, None)
+        assert store.clashes_of(row) == []
+        clash = Clash(kind="reservation", ultimo_id="R-7", description="Board preparation", start=T0,
+                      end=T0 + timedelta(hours=1), buffer_only=True, preparation_minutes=10, cleanup_minutes=10)
+        store.record(s, room=row.room, space_id="C-25", link_id=None, now=T0 + timedelta(minutes=5),
+                     info=ConflictInfo(kind="room_unavailable", message="busy", booking_key="uid-1",
+                                       clashes_with=(clash,)))
+        s.commit()
+    with db.session_factory(engine)() as s:
+        (row,) = s.scalars(select(Conflict)).all()
+        assert store.clashes_of(row) == [clash]

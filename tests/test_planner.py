@@ -497,3 +497,55 @@ def test_policy_from_config():
     assert (policy.max_cancellations, policy.on_changed_on_both_sides) == (3, "ultimo_wins")
     assert policy.shown_subject(ev("K", 9, 10, subject="Secret", private=True)) == "Busy"
     assert policy.new_event(res("U5", 9, 10)).subject == "[U5] Workshop"
+
+
+# --- what a create or move would clash with (named in the conflict should Ultimo refuse) -----
+
+
+def buffered(uid: str, h0: float, h1: float, minutes: int = 10, **kw) -> Reservation:
+    pad = timedelta(minutes=minutes)
+    return res(uid, h0, h1, start_with_preparation=t(h0) - pad, end_with_cleanup=t(h1) + pad, **kw)
+
+
+def test_a_create_carries_the_reservations_within_reach_overlap_and_buffer_only():
+    p = plan(snap(exchange=[ev("K", 10, 11)],
+                  ultimo=[buffered("U1", 9.5, 10.5, description="Board"), buffered("U2", 11, 12),
+                          buffered("U3", 13, 14)]), replace(POLICY, on_room_unavailable="record_only"))
+    [a] = [x for x in p.actions if isinstance(x, CreateReservation)]
+    assert [(c.ultimo_id, c.description, c.buffer_only, c.preparation_minutes, c.cleanup_minutes)
+            for c in a.clashes] == [("U1", "Board", False, 10, 10), ("U2", "Workshop", True, 10, 10)]
+
+
+def test_a_move_carries_its_clashes_but_not_its_own_reservation():
+    lk = link(1, 9, 10, ultimo_id="U1")
+    p = plan(snap([lk], exchange=[ev("K", 14, 15)],
+                  ultimo=[buffered("U1", 9, 10), buffered("U9", 15, 16, description="Cleaning")]))
+    [a] = [x for x in p.actions if isinstance(x, MoveReservation)]
+    assert [(c.ultimo_id, c.buffer_only) for c in a.clashes] == [("U9", True)]
+
+
+def test_a_create_after_another_create_in_the_same_pass_names_it():
+    p = plan(snap(exchange=[ev("A", 14, 15, subject="Design review"), ev("B", 15, 16)],
+                  ultimo=[buffered("U1", 8, 9)]))
+    first, second = [x for x in p.actions if isinstance(x, CreateReservation)]
+    assert first.clashes == ()
+    [pending] = second.clashes
+    assert (pending.pending_key, pending.buffer_only, pending.origin) == ("A", True, "exchange")
+    assert pending.description == first.new.description
+
+
+@pytest.mark.parametrize(("rule", "links", "previous", "declines"), [
+    ("decline_new", (), None, False),          # the first pass over a room: only reported
+    ("decline_new", (), 0, True),              # the room was read before: syncd manages it
+    ("decline_new", "linked", None, True),     # something is linked: not the first pass
+    ("decline", (), None, True),
+    ("record_only", (), 3, False),
+])
+def test_whether_the_room_declines_a_refused_create(rule, links, previous, declines):
+    linked = [link(1, 20, 21, key="L", ultimo_id="U7")] if links == "linked" else []
+    ultimo = [res("U7", 20, 21)] if linked else []
+    exchange = [ev("K", 9, 10)] + ([ev("L", 20, 21)] if linked else [])
+    p = plan(snap(linked, exchange=exchange, ultimo=ultimo, previous_exchange_count=previous),
+             replace(POLICY, on_room_unavailable=rule))
+    [a] = [x for x in p.actions if isinstance(x, CreateReservation)]
+    assert a.decline is declines

@@ -66,7 +66,7 @@ def sample(session: Session) -> list[dict]:
 def test_rows_carry_exactly_the_interface_fields_with_offsets(sample: list[dict]) -> None:
     assert [list(r) for r in sample] == [list(report.FIELDS)] * 3
     assert report.FIELDS == ("id", "detected_at", "room", "space_id", "kind", "code", "message", "subject",
-                             "organizer", "start", "end", "ultimo_id", "status")
+                             "organizer", "start", "end", "ultimo_id", "status", "clashes_with", "outcome")
     first = sample[0]
     assert first["detected_at"] == "2026-11-20T08:00:00+00:00"
     assert (first["start"], first["end"]) == ("2026-11-23T09:00:00+00:00", "2026-11-23T10:00:00+00:00")
@@ -89,7 +89,8 @@ def test_csv_and_json_carry_the_same_fields_and_values(sample: list[dict]) -> No
     for c, j, r in zip(from_csv, from_json, sample, strict=True):
         assert list(j) == list(report.FIELDS)
         assert j == r
-        assert c == {k: "" if v is None else str(v) for k, v in r.items()}
+        assert c == {k: "" if v is None else report.clashes_text(v) if k == "clashes_with" else str(v)
+                     for k, v in r.items()}
     assert from_json[1]["code"] is None and from_json[1]["subject"] is None
     assert from_csv[0]["subject"] == 'Team "sync", week 48\nsecond line'
     assert from_csv[0]["organizer"] == "zoë@example.com"
@@ -158,22 +159,26 @@ def test_html_shows_the_same_values_readably(sample: list[dict]) -> None:
     assert "Room not available (Ultimo 1015)" in seen
     assert "Changed in both systems" in seen
     assert "Rejected by Ultimo (Ultimo 1200)" in seen
-    assert "Mon 23 Nov 2026" in seen and "10:00 – 11:00 CET" in seen
-    assert "Tue 24 Nov 2026 23:30 CET –Wed 25 Nov 2026 02:00 CET" in seen   # spans midnight
+    assert "Mon 23 Nov 2026 10:00 – 11:00 CET" in seen
+    assert "Tue 24 Nov 2026 23:30 CET – Wed 25 Nov 2026 02:00 CET" in seen   # spans midnight
     assert "times in Europe/Amsterdam" in seen
     assert "Generated Fri 20 Nov 2026 09:00 CET" in seen
 
 
-def test_html_summary_counts_by_kind_and_status(sample: list[dict]) -> None:
-    page = report.to_html(sample, generated_at=T0, title="t")
-    p = parse(page)
-    text = [t.strip() for t in p.text if t.strip()]
-    # cards: 2 open, 1 resolved
+def test_html_summary_counts_open_per_room_and_kind_and_names_the_oldest(sample: list[dict]) -> None:
+    page = report.to_html(sample, generated_at=T0 + timedelta(days=3), title="t")
+    text = [t.strip() for t in parse(page).text if t.strip()]
+    # cards: 2 open, 1 resolved, then the oldest open one
     assert text[text.index("Summary") + 1: text.index("Summary") + 5] == ["2", "open", "1", "resolved"]
-    i = text.index("Rejected by Ultimo")
-    assert text[i + 1: i + 4] == ["0", "1", "1"]          # open, resolved, total
-    i = text.index("Room not available (Ultimo 1015)")
-    assert text[i + 1: i + 4] == ["1", "0", "1"]
+    oldest = text.index("#1")
+    assert "first seen Fri 20 Nov 2026 08:00 UTC (3 days ago)" in text[oldest - 1]
+    assert text[oldest + 1].startswith('Team "sync"')
+    i = text.index("Open per room")
+    assert text[i + 1: i + 3] == [ROOM, "2"]                  # room.b12's only conflict is resolved
+    i = text.index("Open per kind")
+    assert text[i + 1: i + 5] == ["Changed in both systems", "1", "Room not available (Ultimo 1015)", "1"]
+    # Each kind is explained once, with what to do, however many rows it has.
+    assert sum(t == "What to do:" for t in text) == 3
 
 
 HOSTILE = {
@@ -192,14 +197,15 @@ def test_html_escapes_hostile_text_from_both_systems(session: Session) -> None:
     rows = report.rows(conflicts.query(session, include_resolved=True, since=None))
     page = report.to_html(rows, generated_at=T0, title="<Report & co>")
 
-    assert "<script" not in page.lower()
+    assert page.lower().count("<script") == 1           # only our own few lines
     assert page.lower().count("<style") == 1            # only our own stylesheet
     p = parse(page)
-    allowed = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "b", "br", "span",
-               "table", "thead", "tbody", "tr", "th", "td", "code"}
+    allowed = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "h4", "p", "div", "b", "br",
+               "span", "code", "ul", "li", "a", "section", "article", "form", "label", "select", "option",
+               "script", "svg", "defs", "pattern", "rect", "line", "text"}
     assert set(p.tags) <= allowed
-    assert {name for name, _ in p.attrs} <= {"lang", "charset", "name", "content", "class"}
-    assert not any("alert" in (v or "") or "onerror" in (v or "") for _, v in p.attrs)
+    assert not any(name.startswith("on") or name in ("src", "srcdoc") for name, _ in p.attrs)
+    assert not any("alert" in (v or "") or "onerror" in (v or "") for name, v in p.attrs if name != "data-kind")
     # The hostile text is shown as text, character for character.
     seen = "".join(p.text)
     for value in [*HOSTILE.values(), 'room"<i>@example.com', "C&<25>", "<style>body{display:none}</style>",
@@ -223,9 +229,10 @@ def test_text_table_blanks_terminal_control_characters(session: Session) -> None
     add(session, subject="\x1b[2J\x1b]0;owned\x07Board meeting")
     table = report.format_table(conflicts.query(session, include_resolved=False, since=None))
     assert "\x1b" not in table and "\x07" not in table
-    header, line = table.splitlines()
-    assert header.split() == ["id", "detected", "room", "kind", "code", "start", "subject", "status"]
-    assert "Board meeting" in line and "2026-11-20 08:00 UTC" in line and "room_unavailable" in line
+    header, line, zone = table.splitlines()
+    assert header.split() == ["id", "detected", "room", "kind", "code", "start", "subject", "status", "clashes_with"]
+    assert "Board meeting" in line and "2026-11-20 08:00" in line and "room_unavailable" in line
+    assert zone == "(times in UTC)"
 
 
 # --- writing the file -------------------------------------------------------------------
@@ -335,10 +342,11 @@ def test_list_shows_open_and_with_all_resolved(cfg, stored, capsys: pytest.Captu
     assert report.cmd_conflicts_list(cfg, args()) == 0
     out = capsys.readouterr().out
     assert "Old meeting" in out and "New meeting" in out and "Fixed meeting" not in out
-    assert "2026-11-20 09:00 CET" in out          # detected_at of "new", in the site's zone
+    assert "2026-11-20 09:00" in out              # detected_at of "new", in the site's zone, named
+    assert out.endswith("(times in Europe/Amsterdam)\n")
     assert report.cmd_conflicts_list(cfg, args(all=True)) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and "Fixed meeting" in lines[2] and lines[2].rstrip().endswith("resolved")
+    assert len(lines) == 5 and "Fixed meeting" in lines[2] and lines[2].rstrip().endswith("resolved")
 
 
 def export(cfg, capsys: pytest.CaptureFixture[str], **kw) -> list[dict]:

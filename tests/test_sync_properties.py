@@ -27,7 +27,8 @@ After every step that ends with clean reconciles (no faults), the machine checks
 - privacy: a private meeting's subject never reaches Ultimo.
 
 And for every reconcile, whatever its faults: items syncd neither created nor linked are
-never changed; a side that was not read (fault, or a one-sided pass) causes no
+never changed, but for one thing: the room declines a new meeting Ultimo refuses (1015),
+giving Ultimo's reason, and the meeting's conflict records the decline; a side that was not read (fault, or a one-sided pass) causes no
 cancellation on the other side. A dry run writes nothing (sandboxes, links, conflicts,
 journal) and plans exactly as many writes as the real run that follows makes.
 """
@@ -347,15 +348,19 @@ class Reconciler(RuleBasedStateMachine):
         linked_keys = {lk.exchange_key for lk in w.links() if lk.exchange_key}
         exchange = {m: {b.key: b for b in w.exchange_view(m)} for m, _ in ROOMS}
         active = {r["ultimo_id"]: r for r in w.ultimo.reservations()}
+        declined_before = {m: len(w.ews.declines(m)) for m, _ in ROOMS}
         results: list = []
         try:
             results = w.reconcile(read_exchange=read_exchange, read_ultimo=read_ultimo)
         finally:
             after = {m: {b.key: b for b in w.exchange_view(m)} for m, _ in ROOMS}
             still = {r["ultimo_id"] for r in w.ultimo.reservations()}
+            refused = self._declined_on_refusal(declined_before)
             for mailbox, before in exchange.items():
                 for key, b in before.items():
                     now = after[mailbox].get(key)
+                    if now is None and (mailbox, b.item_id, key) in refused:
+                        continue      # the room declined a meeting Ultimo refused (1015), and said why
                     if b.stamp is None and key not in linked_keys:
                         assert now is not None and (now.start, now.end, now.subject) == (b.start, b.end, b.subject), (
                             f"syncd changed or removed {b.subject!r} in {mailbox}, a meeting it never linked")
@@ -369,7 +374,7 @@ class Reconciler(RuleBasedStateMachine):
                     assert not gone, f"{mailbox}: Exchange not read, yet reservations {gone} were cancelled"
                 if not r.ultimo_read:
                     for key, b in exchange[mailbox].items():
-                        if key in after[mailbox]:
+                        if key in after[mailbox] or (mailbox, b.item_id, key) in refused:
                             continue
                         assert b.stamp is not None, (
                             f"{mailbox}: Ultimo not read, yet the meeting {b.subject!r} was declined or removed")
@@ -378,6 +383,24 @@ class Reconciler(RuleBasedStateMachine):
                         assert uid not in active or twin, (
                             f"{mailbox}: Ultimo not read, yet the event of live reservation {uid} was removed")
         return results
+
+    def _declined_on_refusal(self, declined_before: dict[str, int]) -> set[tuple[str, str, str]]:
+        """(room, item id, booking key) of each meeting the room declined in the last pass
+        because Ultimo refused it (1015): the one way syncd may remove a meeting it never
+        linked. Each such decline gives Ultimo's reason and its conflict records the decline."""
+        w = self.world
+        recorded = {(c.room, c.booking_key): c for c in w.all_conflicts() if c.kind == ROOM_UNAVAILABLE}
+        found = set()
+        for mailbox, space in ROOMS:
+            for d in w.ews.declines(mailbox)[declined_before[mailbox]:]:
+                if not d["reason"].startswith(f"Room {space} "):
+                    continue          # a decline for another cause (reservation cancelled in Ultimo)
+                assert "not available" in d["reason"], f"a decline without Ultimo's reason: {d['reason']!r}"
+                keys = [k for (room, k), c in recorded.items() if room == mailbox and c.outcome
+                        and c.outcome.startswith("declined in the room's calendar")]
+                assert keys, f"{mailbox}: declined {d['subject']!r}, but no conflict says so"
+                found.update((mailbox, d["item_id"], k) for k in keys)
+        return found
 
     def _clear_faults(self) -> None:
         self.world.ultimo.faults.clear()

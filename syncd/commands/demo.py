@@ -10,8 +10,9 @@ import argparse
 import contextlib
 import io
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -87,6 +88,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(buf.getvalue(), end="")
         second_writes = sum(sum(r.writes.values()) for r in results2)
 
+        late_day = datetime.now(UTC).astimezone(ZONE) + timedelta(days=2)
+        ews.book(ROOMS[0][0], subject="Late booking", start=_at(late_day, 15), end=_at(late_day, 16),
+                 organizer="alice@example.com")
+        print("\nNow someone books C-25 in Outlook for 'Late booking' the day after tomorrow 15:00-16:00,"
+              "\nright after the 'Facility inspection' Ultimo has 14:00-15:00 (plus 10 min cleanup).")
+        print("syncd reconcile (the room is managed now: it declines the clash, telling the organizer why):")
+        status3, _ = reconcile(cfg, out=sys.stdout)
+        for d in ews.declines(ROOMS[0][0]):
+            print(f"  the organizer reads: {d['reason']}")
+
         print("\nAfterwards:")
         for mailbox, space in ROOMS:
             events = ews.occurrences(mailbox, datetime.now(UTC) - timedelta(days=1),
@@ -100,16 +111,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
         engine = make_engine(cfg.database.url)
         with session_factory(engine)() as s:
             rows = store.query(s, include_resolved=True, since=None)
-            report = render("html", report_rows(rows), tz=ZONE, scope="all conflicts", now=datetime.now(UTC))
+            report = render("html", report_rows(rows), tz=cfg.display_zone, scope="all conflicts",
+                            now=datetime.now(UTC))
+            lines = [_conflict_text(c, cfg.display_zone) for c in rows]
         engine.dispose()
     report_path = folder / "conflicts.html"
     report_path.write_text(report, encoding="utf-8")
     print(f"\nConflicts: {len(rows)} (see `syncd --config {config_path} conflicts list`)")
-    for c in rows:
-        print(f"  #{c.id} {c.kind} ({c.code or '-'}) {c.room}: {c.subject or ''} — {c.message.splitlines()[-1]}")
+    for line in lines:
+        print(f"  {line}")
     print(f"Conflict report: {report_path}")
     print(f"Database: {db_path}")
     if second_writes:
         print(f"warning: the second reconcile wrote {second_writes} time(s)")
-    return max(status, status2)
+    return max(status, status2, status3)
+
+
+def _at(day: datetime, hour: int, minute: int = 0) -> datetime:
+    return datetime.combine(day.date(), time(hour, minute), tzinfo=ZONE)
+
+
+def _conflict_text(c: Any, tz: tzinfo) -> str:
+    """One stored conflict for the terminal, with what is in the way."""
+    from syncd.core.clashes import summary
+    from syncd.core.plan import span
+    from syncd.engine.conflicts import clashes_of
+
+    text = f"#{c.id} {c.kind} ({c.code or '-'}) {c.room}: '{c.subject or ''}' {span(c.start, c.end, tz)}, {c.status}"
+    ahead = [summary(x, c.start, tz) for x in clashes_of(c) if x.kind == "reservation"]
+    if ahead:
+        text += "\n      in the way: " + "; ".join(ahead)
+    if c.outcome:
+        text += f"\n      {c.outcome}"
+    return text
 

@@ -11,13 +11,16 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TextIO
 
 from sqlalchemy import Engine
 
+from syncd.commands.report_html import kind_label, zone_name
 from syncd.config.schema import Config
-from syncd.core.model import Room
+from syncd.core.clashes import summary as clash_summary
+from syncd.core.model import ConflictInfo, Room
+from syncd.core.plan import span
 from syncd.engine.cycle import RoomResult, SyncEngine, finish_run, start_run
 from syncd.errors import UsageError
 from syncd.service.lock import acquire
@@ -73,7 +76,20 @@ def summary_line(r: RoomResult) -> str:
     return f"{r.room.mailbox} ({r.room.space_id}): " + "; ".join(sides)
 
 
-def print_results(results: list[RoomResult], *, dry_run: bool, out: TextIO) -> None:
+def conflict_line(c: ConflictInfo, tz: tzinfo) -> str:
+    """One new conflict for the terminal: the booking, what happened, what it clashes with."""
+    what = kind_label(c.kind, c.code)
+    subject = f"'{c.subject}' " if c.subject else ""
+    line = f"conflict: {subject}{span(c.start, c.end, tz)}: {what}"
+    ahead = [clash_summary(x, c.start, tz) for x in c.clashes_with if x.kind == "reservation"]
+    if ahead:
+        line += "; in the way: " + "; ".join(ahead)
+    if c.outcome:
+        line += f" ({c.outcome.split(':', 1)[0]})"
+    return "".join(ch if ch.isprintable() else " " for ch in line)
+
+
+def print_results(results: list[RoomResult], *, dry_run: bool, out: TextIO, tz: tzinfo = UTC) -> None:
     for r in results:
         if dry_run:
             print(f"{r.room.mailbox} ({r.room.space_id}): plan"
@@ -88,10 +104,13 @@ def print_results(results: list[RoomResult], *, dry_run: bool, out: TextIO) -> N
         if r.deferred_cancellations:
             print(f"  {r.deferred_cancellations} cancellation(s) held back by sync.max_cancellations_per_cycle",
                   file=out)
+        for c in r.new_conflicts:
+            print(f"  {conflict_line(c, tz)}", file=out)
         for e in r.errors:
             print(f"  error: {e}", file=out)
     if dry_run:
         print("dry run: nothing was written to Ultimo, Exchange or the links", file=out)
+    print(f"(times in {zone_name(tz)})", file=out)
 
 
 def sync_rooms(sync: SyncEngine, rooms: list[Room], *, dry_run: bool, accept_empty: bool) -> list[RoomResult]:
@@ -142,7 +161,7 @@ def reconcile(cfg: Config, *, rooms: list[str] | None = None, dry_run: bool = Fa
         if own:
             sync.close()
             engine.dispose()
-    print_results(results, dry_run=dry_run, out=out)
+    print_results(results, dry_run=dry_run, out=out, tz=cfg.display_zone)
     return exit_status(results), results
 
 

@@ -211,7 +211,10 @@ class SyncConfig(_Strict):
     event_subject_template: str = "{description}"             # Exchange subject for an Ultimo reservation
     max_cancellations_per_cycle: int = Field(20, ge=0)
     on_changed_on_both_sides: Literal["record_only", "exchange_wins", "ultimo_wins"] = "record_only"
-    on_room_unavailable: Literal["record_only", "decline"] = "record_only"
+    # Ultimo refuses an Outlook meeting (1015): decline_new = the room declines it, except on
+    # the first pass over a room (its existing clashes are only reported); decline = always;
+    # record_only (or record) = only report it.
+    on_room_unavailable: Literal["decline_new", "decline", "record_only", "record"] = "decline_new"
     near_term_days: int = Field(2, ge=1, le=30)               # "today and tomorrow": read from Ultimo more often
 
     @field_validator("description_template")
@@ -231,6 +234,15 @@ class SyncConfig(_Strict):
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(f"bad template: {e}; use {{description}}, {{applicant}}, {{ultimo_id}}") from None
         return v
+
+
+class DisplayConfig(_Strict):
+    timezone: str | None = None          # zone of times shown to people; default: ultimo.timezone
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return None if v is None else _check_zone(v)
 
 
 DEFAULT_HEALTH_LISTEN = "127.0.0.1:9310"
@@ -263,8 +275,14 @@ class Config(_Strict):
     rooms: list[RoomConfig] = Field(min_length=1)
     applicants: ApplicantsConfig
     sync: SyncConfig = SyncConfig()
+    display: DisplayConfig = DisplayConfig()
     service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def display_zone(self) -> ZoneInfo:
+        """The one zone times are shown to people in: display.timezone, else Ultimo's."""
+        return ZoneInfo(self.display.timezone or self.ultimo.timezone)
 
     # A field validator (not a model one) so the problem is reported at `rooms` even
     # when other sections have errors too.

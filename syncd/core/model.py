@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 
@@ -146,8 +146,74 @@ class Room:
 
 
 @dataclass(frozen=True, slots=True)
+class Clash:
+    """What a conflicting booking clashes with (the report's `clashes_with`).
+
+    `kind`: `reservation` (an Ultimo reservation occupying the room; `origin` says who booked
+    it: `ultimo` a person in Ultimo, `exchange` syncd's copy of another Outlook meeting),
+    `exchange_version` / `ultimo_version` (the two sides' times of a booking changed on both),
+    or `attempt` (what syncd asked of Ultimo and Ultimo's `message`). `buffer_only`: the
+    times themselves do not overlap; only preparation or cleanup buffers reach.
+    `pending_key`: a reservation syncd was creating in the same pass (no UltimoId yet)."""
+
+    kind: str
+    start: datetime | None = None
+    end: datetime | None = None
+    ultimo_id: str | None = None
+    description: str | None = None
+    origin: str | None = None
+    buffer_only: bool = False
+    preparation_minutes: int | None = None
+    cleanup_minutes: int | None = None
+    action: str | None = None
+    message: str | None = None
+    pending_key: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, utc(value))
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready: times as ISO 8601 in UTC with offset, unset fields left out."""
+        out: dict[str, object] = {"kind": self.kind}
+        for name in ("ultimo_id", "description", "origin", "start", "end", "buffer_only", "preparation_minutes",
+                     "cleanup_minutes", "action", "message"):
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = value.isoformat(timespec="seconds")
+            if name == "buffer_only" and self.kind != "reservation":
+                continue
+            if value is not None:
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Clash:
+        """The inverse of `as_dict`; unknown keys are ignored."""
+        def when(name: str) -> datetime | None:
+            value = data.get(name)
+            return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return None if value is None else str(value)
+
+        def minutes(name: str) -> int | None:
+            value = data.get(name)
+            return value if isinstance(value, int) else None
+
+        return cls(kind=str(data.get("kind") or "reservation"), start=when("start"), end=when("end"),
+                   ultimo_id=text("ultimo_id"), description=text("description"), origin=text("origin"),
+                   buffer_only=bool(data.get("buffer_only")), preparation_minutes=minutes("preparation_minutes"),
+                   cleanup_minutes=minutes("cleanup_minutes"), action=text("action"), message=text("message"))
+
+
+@dataclass(frozen=True, slots=True)
 class ConflictInfo:
-    """A conflict as the planner or executor reports it; the database gives it an id."""
+    """A conflict as the planner or executor reports it; the database gives it an id.
+    `clashes_with`: what it clashes with; `outcome`: what syncd did about it (a decline)."""
 
     kind: str
     message: str
@@ -158,7 +224,8 @@ class ConflictInfo:
     start: datetime | None = None
     end: datetime | None = None
     ultimo_id: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    clashes_with: tuple[Clash, ...] = ()
+    outcome: str | None = None
 
 
 # Conflict kinds (interface.md, "Conflict report").

@@ -10,10 +10,12 @@ itself in one human-readable line for dry-run output and logs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import ClassVar, Literal
 
+from syncd.core.clashes import summary as clash_summary
 from syncd.core.model import (
+    Clash,
     ConflictInfo,
     Event,
     NewEvent,
@@ -28,13 +30,14 @@ from syncd.core.model import (
 Side = Literal["ultimo", "exchange", "db"]
 
 
-def span(start: datetime | None, end: datetime | None) -> str:
-    """`2026-11-23 09:00–10:00 UTC` (both dates shown when the booking crosses midnight)."""
+def span(start: datetime | None, end: datetime | None, tz: tzinfo = UTC) -> str:
+    """`2026-11-23 10:00–11:00 CET` in `tz` (both dates shown when the booking crosses midnight)."""
     if start is None or end is None:
         return "(times unknown)"
+    start, end = start.astimezone(tz), end.astimezone(tz)
     if start.date() == end.date():
-        return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC"
-    return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC"
+        return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} {end:%Z}"
+    return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} {end:%Z}"
 
 
 def _label(subject: str | None) -> str:
@@ -85,7 +88,10 @@ class Policy:
     event_subject_template: str = "{description}"
     on_changed_on_both_sides: str = "record_only"   # record_only | exchange_wins | ultimo_wins
     max_cancellations: int = 20
-    on_room_unavailable: str = "record_only"        # record_only | decline (applied by the executor)
+    # decline_new | decline | record_only (record is its synonym): whether the room declines a
+    # new meeting Ultimo refuses (1015); decline_new spares the first pass over a room.
+    on_room_unavailable: str = "decline_new"
+    display_zone: tzinfo = UTC                      # the zone of times in messages people read
 
     def shown_subject(self, event: Event) -> str:
         """The event's subject as syncd may show it elsewhere (masked when private)."""
@@ -175,9 +181,11 @@ class CreateReservation:
     event: Event
     new: NewReservation
     link_id: int | None = None
+    clashes: tuple[Clash, ...] = ()   # what occupies the room within reach, should Ultimo refuse (1015)
+    decline: bool = False             # on 1015 the room declines the meeting (policy, not a first pass)
 
-    def describe(self) -> str:
-        return f"create Ultimo reservation for {_label(self.new.description)}{span(self.new.start, self.new.end)}"
+    def describe(self, tz: tzinfo = UTC) -> str:
+        return f"create Ultimo reservation for {_label(self.new.description)}{span(self.new.start, self.new.end, tz)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +201,9 @@ class CreateEvent:
     new: NewEvent
     link_id: int | None = None
 
-    def describe(self) -> str:
+    def describe(self, tz: tzinfo = UTC) -> str:
         return (f"create Exchange event for Ultimo reservation {self.reservation.ultimo_id} "
-                f"{_label(self.new.subject)}{span(self.new.start, self.new.end)}")
+                f"{_label(self.new.subject)}{span(self.new.start, self.new.end, tz)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +220,11 @@ class MoveReservation:
     subject: str | None = None
     old_start: datetime | None = None
     old_end: datetime | None = None
+    clashes: tuple[Clash, ...] = ()
 
-    def describe(self) -> str:
+    def describe(self, tz: tzinfo = UTC) -> str:
         return (f"move Ultimo reservation {self.ultimo_id} {_label(self.subject)}"
-                f"from {span(self.old_start, self.old_end)} to {span(self.start, self.end)}")
+                f"from {span(self.old_start, self.old_end, tz)} to {span(self.start, self.end, tz)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +243,9 @@ class MoveEvent:
     old_start: datetime | None = None
     old_end: datetime | None = None
 
-    def describe(self) -> str:
+    def describe(self, tz: tzinfo = UTC) -> str:
         return (f"move Exchange event {_label(self.subject)}"
-                f"from {span(self.old_start, self.old_end)} to {span(self.start, self.end)}")
+                f"from {span(self.old_start, self.old_end, tz)} to {span(self.start, self.end, tz)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +260,8 @@ class CancelReservation:
     end: datetime | None = None
     subject: str | None = None
 
-    def describe(self) -> str:
-        return f"cancel Ultimo reservation {self.ultimo_id} {_label(self.subject)}{span(self.start, self.end)}"
+    def describe(self, tz: tzinfo = UTC) -> str:
+        return f"cancel Ultimo reservation {self.ultimo_id} {_label(self.subject)}{span(self.start, self.end, tz)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +278,8 @@ class RemoveEvent:
     end: datetime | None = None
     subject: str | None = None
 
-    def describe(self) -> str:
-        return f"remove Exchange event {_label(self.subject)}{span(self.start, self.end)}"
+    def describe(self, tz: tzinfo = UTC) -> str:
+        return f"remove Exchange event {_label(self.subject)}{span(self.start, self.end, tz)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +297,8 @@ class DeclineEvent:
     end: datetime | None = None
     subject: str | None = None
 
-    def describe(self) -> str:
-        return f"decline Exchange meeting {_label(self.subject)}{span(self.start, self.end)}: {self.reason}"
+    def describe(self, tz: tzinfo = UTC) -> str:
+        return f"decline Exchange meeting {_label(self.subject)}{span(self.start, self.end, tz)}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,9 +317,9 @@ class LinkPair:
     origin: str = "both"
     link_id: int | None = None
 
-    def describe(self) -> str:
+    def describe(self, tz: tzinfo = UTC) -> str:
         return (f"link Exchange event {_label(self.event.subject)}to Ultimo reservation "
-                f"{self.reservation.ultimo_id} {span(self.event.start, self.event.end)}")
+                f"{self.reservation.ultimo_id} {span(self.event.start, self.event.end, tz)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,8 +336,8 @@ class RefreshLink:
     start: datetime
     end: datetime
 
-    def describe(self) -> str:
-        return f"refresh link {self.link_id} ({self.booking_key}) {span(self.start, self.end)}"
+    def describe(self, tz: tzinfo = UTC) -> str:
+        return f"refresh link {self.link_id} ({self.booking_key}) {span(self.start, self.end, tz)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +350,7 @@ class Tombstone:
     start: datetime | None = None
     end: datetime | None = None
 
-    def describe(self) -> str:
+    def describe(self, tz: tzinfo = UTC) -> str:
         return f"mark link {self.link_id} ({self.booking_key}) cancelled on both sides"
 
 
@@ -375,9 +384,15 @@ class Plan:
         """True when there is nothing to do, record or resolve."""
         return not self.actions and not self.conflicts and not self.resolved and self.halted is None
 
-    def describe(self) -> list[str]:
-        """One line per action, then per conflict, for dry-run output."""
-        lines = [a.describe() for a in self.actions]
+    def describe(self, tz: tzinfo = UTC) -> list[str]:
+        """One line per action, then per conflict, for dry-run output; times in `tz`."""
+        lines = []
+        for a in self.actions:
+            lines.append(a.describe(tz))
+            if isinstance(a, CreateReservation | MoveReservation) and a.clashes:
+                ahead = "; ".join(clash_summary(c, a.new.start if isinstance(a, CreateReservation) else a.start, tz)
+                                  for c in a.clashes)
+                lines.append(f"  (Ultimo will likely refuse it: the room is occupied by {ahead})")
         lines += [f"conflict {c.kind}: {c.message}" for c in self.conflicts]
         if self.halted:
             lines.append(f"halted: {self.halted}")

@@ -61,7 +61,7 @@ from syncd.core.conflict_rules import ConflictRules, booking_key
 from syncd.core.guards import mass_cancellation_reason
 from syncd.core.model import (
     CHANGED_ON_BOTH_SIDES,
-    RESERVATION_IN_PAST,
+    Clash,
     ConflictInfo,
     Event,
     Reservation,
@@ -86,7 +86,6 @@ from syncd.core.plan import (
     RemoveEvent,
     RoomSnapshot,
     Tombstone,
-    span,
 )
 
 PRESENT, GONE, UNKNOWN, MISSING = "present", "gone", "unknown", "missing"
@@ -329,8 +328,11 @@ class _Planner(ConflictRules):
                 self._move_event(lk, key, ev, res, live)
             elif live:
                 self._conflict(CHANGED_ON_BOTH_SIDES, lk, key, ev, ev.start, ev.end,
-                               f"changed on both sides since {span(lk.start, lk.end)}: Exchange now "
-                               f"{span(ev.start, ev.end)}, Ultimo now {span(res.start, res.end)}")
+                               f"changed on both sides since {self._span(lk.start, lk.end)}: Exchange now "
+                               f"{self._span(ev.start, ev.end)}, Ultimo now {self._span(res.start, res.end)}",
+                               (Clash(kind="exchange_version", start=ev.start, end=ev.end),
+                                Clash(kind="ultimo_version", start=res.start, end=res.end, ultimo_id=res.ultimo_id,
+                                      description=res.description or None)))
         elif ex_changed and ev is not None:
             self._move_reservation(lk, key, ev, res, live)
         elif ul_changed and res is not None:
@@ -342,8 +344,7 @@ class _Planner(ConflictRules):
         if not live or lk.ultimo_id is None or (res is not None and res.end <= self.now):
             return
         if ev.end <= self.now:                         # move_into_past
-            self._conflict(RESERVATION_IN_PAST, lk, key, ev, ev.start, ev.end,
-                           f"moved into the past in Exchange ({span(ev.start, ev.end)}); Ultimo not changed")
+            self._into_past(lk, key, ev, ev.start, ev.end, moved_in="Exchange")
             return
         if not self._ultimo_allowed(key, lk.id, ev.start, ev.end, create=False, own=lk.ultimo_id):
             return
@@ -357,8 +358,7 @@ class _Planner(ConflictRules):
         if not live or (ev is not None and ev.end <= self.now) or not item_id or change_key is None:
             return
         if res.end <= self.now:                        # move_into_past
-            self._conflict(RESERVATION_IN_PAST, lk, key, ev, res.start, res.end,
-                           f"moved into the past in Ultimo ({span(res.start, res.end)}); Exchange not changed")
+            self._into_past(lk, key, ev, res.start, res.end, moved_in="Ultimo")
             return
         at = ev or lk
         self._add(MoveEvent(key, lk.id, item_id, change_key, res.start, res.end, self._label(lk, ev),
@@ -406,7 +406,8 @@ class _Planner(ConflictRules):
         if self.s.ultimo is None and self.s.previous_ultimo_count is None:
             return                                     # never read Ultimo: a first run links, never copies blind
         if self._ultimo_allowed(key, link_id, e.start, e.end, create=True, own=None):
-            self._add(CreateReservation(key, e, self.policy.new_reservation(self.s.room, e), link_id))
+            self._add(CreateReservation(key, e, self.policy.new_reservation(self.s.room, e), link_id,
+                                        decline=self._declines()))
 
     def _create_event(self, r: Reservation, key: str, link_id: int | None) -> None:
         w = self.s.exchange_window
@@ -433,7 +434,7 @@ class _Planner(ConflictRules):
         flagged = {c.booking_key for c in conflicts}
         return Plan(
             room=self.s.room,
-            actions=tuple(sorted(kept, key=_order)),
+            actions=self._with_clashes(sorted(kept, key=_order)),
             conflicts=tuple(conflicts),
             resolved=tuple(sorted(self.resolved - flagged)),
             deferred_cancellations=len(dropped),

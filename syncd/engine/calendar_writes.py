@@ -132,7 +132,8 @@ class CalendarWrites(Journal):
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["exchange_removed"] += 1
 
-    def _decline_event(self, room: Room, a: DeclineEvent, result: ApplyResult) -> None:
+    def _decline_event(self, room: Room, a: DeclineEvent, result: ApplyResult) -> bool:
+        """Decline a person's meeting in the room; gives whether the room declined it (or it was gone)."""
         with self.sessions.begin() as s:
             link = s.get(Link, a.link_id) if a.link_id is not None else None
             entry_id = self._begin(s, room, link, "exchange", "decline",
@@ -145,12 +146,13 @@ class CalendarWrites(Journal):
         except StaleChangeKey as e:
             self._failed(entry_id, e)
             log.info("exchange.decline_skipped", room=room.mailbox, booking=a.booking_key, reason="changed")
-            return
+            return False
         except CalendarError as e:
             self._give_up(entry_id, e, f"decline Exchange meeting {a.booking_key}", "exchange", result)
-            return
+            return False
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["exchange_declined"] += 1
+        return True
 
     def _with_fresh_key(self, room: Room, link_id: int | None, item_id: str, change_key: str,
                         write: Callable[[str], Any]) -> Any:

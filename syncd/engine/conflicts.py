@@ -11,13 +11,14 @@ owns the transaction and commits it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from syncd.core.model import ConflictInfo, utc
+from syncd.core.model import Clash, ConflictInfo, utc
 from syncd.store.schema import Conflict
 
 OPEN = "open"
@@ -76,6 +77,10 @@ def record(
     row.organizer = info.organizer
     row.start = _utc_or_none(info.start)
     row.end = _utc_or_none(info.end)
+    # What it clashes with, as last seen; a sighting that cannot tell keeps what we had.
+    if info.clashes_with:
+        row.clashes_with = json.dumps([c.as_dict() for c in info.clashes_with], ensure_ascii=False)
+    row.outcome = info.outcome
     # A later sighting may come from the side that does not know these; keep what we had.
     if info.ultimo_id is not None:
         row.ultimo_id = info.ultimo_id
@@ -83,6 +88,30 @@ def record(
         row.link_id = link_id
     session.flush()
     return row.id
+
+
+def note_outcome(session: Session, *, room: str, booking_key: str, kind: str, outcome: str) -> None:
+    """Say on the newest conflict of one booking and kind what syncd did about it (a decline)."""
+    row = session.scalars(
+        select(Conflict)
+        .where(Conflict.room == room, Conflict.booking_key == booking_key, Conflict.kind == kind)
+        .order_by(Conflict.id.desc())
+        .limit(1)
+    ).first()
+    if row is not None:
+        row.outcome = outcome
+        session.flush()
+
+
+def clashes_of(row: Conflict) -> list[Clash]:
+    """The stored `clashes_with` of a conflict row ([] when none or unreadable)."""
+    if not row.clashes_with:
+        return []
+    try:
+        data = json.loads(row.clashes_with)
+        return [Clash.from_dict(d) for d in data if isinstance(d, dict)]
+    except (ValueError, TypeError):
+        return []
 
 
 def resolve(

@@ -52,6 +52,7 @@ class RoomResult:
     ultimo_read: bool = False
     writes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WRITE_KEYS, 0))
     conflicts_new: int = 0
+    new_conflicts: list[ConflictInfo] = field(default_factory=list)   # what they are, for the summary
     conflicts_open: int = 0
     resolved: int = 0
     errors: list[str] = field(default_factory=list)
@@ -113,7 +114,7 @@ class SyncEngine:
         self.policy = policy_for(cfg)
         self.rooms = [Room(r.mailbox, r.space_id) for r in cfg.rooms]
         self.executor = Executor(self.sessions, self.calendar, ultimo,
-                                 on_room_unavailable=cfg.sync.on_room_unavailable,
+                                 display_zone=cfg.display_zone,
                                  private_subject=cfg.sync.private_subject, mask_private=cfg.sync.mask_private,
                                  clock=clock, run_id=run_id, stop=self.stop)
         self._room_locks = {r.mailbox: threading.Lock() for r in self.rooms}
@@ -244,7 +245,7 @@ class SyncEngine:
         if plan.halted:
             log.error("room.halted", room=room.mailbox, reason=plan.halted)
         if dry_run:
-            result.plan_lines.extend(plan.describe())
+            result.plan_lines.extend(plan.describe(self.cfg.display_zone))
             result.conflicts_new = len(plan.conflicts)
             return
         self._record_halt(room, plan, now)
@@ -252,6 +253,7 @@ class SyncEngine:
         for k, v in applied.writes.items():
             result.writes[k] = result.writes.get(k, 0) + v
         result.conflicts_new += applied.conflicts_new
+        result.new_conflicts.extend(applied.recorded)
         result.resolved += applied.resolved
         result.errors.extend(applied.errors)
         result.failed_system = result.failed_system or applied.failed_system
@@ -431,5 +433,6 @@ def policy_for(cfg: Config) -> Policy:
         event_subject_template=s.event_subject_template,
         on_changed_on_both_sides=s.on_changed_on_both_sides,
         max_cancellations=s.max_cancellations_per_cycle,
-        on_room_unavailable=s.on_room_unavailable,
+        on_room_unavailable="record_only" if s.on_room_unavailable == "record" else s.on_room_unavailable,
+        display_zone=cfg.display_zone,
     )

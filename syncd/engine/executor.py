@@ -22,19 +22,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.calendars.base import RoomCalendar
+from syncd.core.clashes import decline_reason, occupying
 from syncd.core.model import (
     REJECTED_BY_ULTIMO,
     RESERVATION_IN_PAST,
     ROOM_UNAVAILABLE,
+    Clash,
     ConflictInfo,
     Room,
+    TimeWindow,
     synced_hash,
 )
 from syncd.core.plan import (
@@ -79,6 +83,8 @@ from syncd.ultimo.client import UltimoOutcomeUnknown
 log = structlog.get_logger("syncd.executor")
 
 
+_DAY = timedelta(days=1)
+
 __all__ = ["SYSTEM_FAILURES", "WRITE_KEYS", "ApplyResult", "Executor"]
 
 
@@ -91,7 +97,7 @@ class Executor(CalendarWrites, Settling):
         calendar: RoomCalendar,
         ultimo: Any,
         *,
-        on_room_unavailable: str = "record_only",
+        display_zone: tzinfo = UTC,
         private_subject: str = "Private meeting",
         mask_private: bool = True,
         clock: Callable[[], datetime],
@@ -101,7 +107,7 @@ class Executor(CalendarWrites, Settling):
         self.sessions = sessions
         self.calendar = calendar
         self.ultimo = ultimo
-        self.on_room_unavailable = on_room_unavailable
+        self.display_zone = display_zone
         self.private_subject = private_subject
         self.mask_private = mask_private
         self.clock = clock
@@ -121,6 +127,8 @@ class Executor(CalendarWrites, Settling):
                 before = open_count(s, room.mailbox, info.booking_key, info.kind)
                 conflicts.record(s, room=room.mailbox, space_id=room.space_id, info=info, link_id=None, now=now)
                 result.conflicts_new += 0 if before else 1
+                if not before:
+                    result.recorded.append(info)
                 # The booking's newest problem replaces the older ones (whose cause is gone).
                 result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=info.booking_key, now=now,
                                                      kinds=[k for k in CONFLICT_KINDS if k != info.kind])
@@ -190,33 +198,68 @@ class Executor(CalendarWrites, Settling):
             assert link is not None
             link.ultimo_id = ultimo_id
             self._finish(s, entry_id, "done")
+            result.created[a.booking_key] = ultimo_id
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
         result.writes["ultimo_created"] += 1
         log.info("ultimo.created", room=room.mailbox, ultimo_id=ultimo_id, booking=a.booking_key)
 
     def _rejected(self, room: Room, a: CreateReservation | MoveReservation, e: UltimoRejected,
                   result: ApplyResult) -> None:
-        """Record Ultimo's refusal as a conflict; decline the meeting when so configured."""
+        """Record Ultimo's refusal as a conflict naming what is in the way (1015) or what syncd
+        tried; the room declines a new meeting refused with 1015 when the plan says so."""
         kind = (ROOM_UNAVAILABLE if isinstance(e, RoomUnavailable)
                 else RESERVATION_IN_PAST if isinstance(e, ReservationInPast) else REJECTED_BY_ULTIMO)
+        own = None if isinstance(a, CreateReservation) else a.ultimo_id
+        start, end = (a.event.start, a.event.end) if isinstance(a, CreateReservation) else (a.start, a.end)
+        if kind == ROOM_UNAVAILABLE:
+            clashes = _known(a.clashes, result.created)
+        else:
+            tried = f"move Ultimo reservation {own}" if own else "create Ultimo reservation"
+            clashes = (Clash(kind="attempt", action=tried, start=start, end=end, message=e.ultimo_message,
+                             ultimo_id=own),)
+        declining = kind == ROOM_UNAVAILABLE and isinstance(a, CreateReservation) and a.decline
+        if declining and not clashes:
+            clashes = self._look_for_clashes(room, start, end)
+        # Declined only when what is in the way is known, and is not a reservation at the very
+        # same times: that one is the meeting's twin, linked once both sides are read.
+        declining = declining and bool(clashes) and not any(
+            (c.start, c.end) == (start, end) for c in clashes if c.kind == "reservation")
         if isinstance(a, CreateReservation):
             ev = a.event
             info = ConflictInfo(kind=kind, message=e.ultimo_message, booking_key=a.booking_key, code=e.code,
                                 subject=self._subject(ev.subject, ev.private), organizer=ev.organizer,
-                                start=ev.start, end=ev.end)
+                                start=ev.start, end=ev.end, clashes_with=clashes)
             link_id = None
         else:
             info = ConflictInfo(kind=kind, message=e.ultimo_message, booking_key=a.booking_key, code=e.code,
-                                subject=a.subject, start=a.start, end=a.end, ultimo_id=a.ultimo_id)
+                                subject=a.subject, start=a.start, end=a.end, ultimo_id=a.ultimo_id,
+                                clashes_with=clashes)
             link_id = a.link_id
         self._conflict(room, info, link_id, result)
-        log.warning("ultimo.rejected", room=room.mailbox, booking=a.booking_key, kind=kind, code=e.code)
-        if kind == ROOM_UNAVAILABLE and self.on_room_unavailable == "decline" and isinstance(a, CreateReservation):
-            reason = f"{room.mailbox} is not available at this time in Ultimo: {e.ultimo_message.splitlines()[-1]}"
-            self._decline_event(room, DeclineEvent(booking_key=a.booking_key, link_id=None, item_id=a.event.item_id,
-                                                   change_key=a.event.change_key, reason=reason,
-                                                   start=a.event.start, end=a.event.end,
-                                                   subject=a.event.subject), result)
+        log.warning("ultimo.rejected", room=room.mailbox, booking=a.booking_key, kind=kind, code=e.code,
+                    clashes=[c.ultimo_id or "pending" for c in clashes if c.kind == "reservation"])
+        if declining and isinstance(a, CreateReservation):
+            reason = decline_reason(room.space_id, clashes, start, e.ultimo_message, self.display_zone)
+            if self._decline_event(room, DeclineEvent(
+                    booking_key=a.booking_key, link_id=None, item_id=a.event.item_id,
+                    change_key=a.event.change_key, reason=reason, start=a.event.start, end=a.event.end,
+                    subject=a.event.subject), result):
+                outcome = f"declined in the room's calendar: {reason}"
+                with self.sessions.begin() as s:
+                    conflicts.note_outcome(s, room=room.mailbox, booking_key=a.booking_key, kind=kind,
+                                           outcome=outcome)
+                result.recorded = [replace(c, outcome=outcome) if c is info else c for c in result.recorded]
+
+    def _look_for_clashes(self, room: Room, start: datetime, end: datetime) -> tuple[Clash, ...]:
+        """What occupies the room around [start, end) by one Ultimo read of that day: only for
+        a refused meeting the room is to decline when this pass did not read Ultimo (so that
+        the decline can say what is in the way). () when the read fails."""
+        try:
+            found = self.ultimo.get_reservations(room.space_id, TimeWindow(start - _DAY, end + _DAY))
+        except UltimoError as e:
+            log.info("ultimo.clash_lookup_failed", room=room.mailbox, error=str(e))
+            return ()
+        return occupying(start, end, found)
 
     def _move_reservation(self, room: Room, a: MoveReservation, result: ApplyResult) -> None:
         with self.sessions.begin() as s:
@@ -262,3 +305,15 @@ class Executor(CalendarWrites, Settling):
             return
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["ultimo_cancelled"] += 1
+
+
+def _known(clashes: tuple[Clash, ...], created: dict[str, str]) -> tuple[Clash, ...]:
+    """The planned clashes that are real: a reservation syncd meant to create earlier in
+    this pass counts only when that create succeeded, and then carries its UltimoId."""
+    out = []
+    for c in clashes:
+        if c.pending_key is None:
+            out.append(c)
+        elif c.pending_key in created:
+            out.append(replace(c, ultimo_id=created[c.pending_key], pending_key=None))
+    return tuple(out)

@@ -66,6 +66,8 @@ class ApplyResult:
     resolved: int = 0
     errors: list[str] = field(default_factory=list)
     failed_system: str | None = None
+    created: dict[str, str] = field(default_factory=dict)   # booking key -> UltimoId created this pass
+    recorded: list[ConflictInfo] = field(default_factory=list)   # the conflicts new this pass, for people
 
 
 class SideDown(Exception):
@@ -129,6 +131,8 @@ class Journal:
             conflicts.record(s, room=room.mailbox, space_id=room.space_id, info=info, link_id=link_id,
                              now=self.clock())
         result.conflicts_new += 0 if before else 1
+        if not before:
+            result.recorded.append(info)
 
     def _give_up(self, entry_id: int, e: Exception, what: str, side: str, result: ApplyResult, *,
                  drop_link: bool = False) -> None:

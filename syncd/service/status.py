@@ -14,8 +14,9 @@ or asked the service.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,11 +33,11 @@ def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).isoformat()
 
 
-def _when(text: str | None, now: datetime) -> str:
+def _when(text: str | None, now: datetime, tz: tzinfo = UTC) -> str:
     if text is None:
         return "never"
-    t = datetime.fromisoformat(text)
-    return f"{t:%Y-%m-%d %H:%M} UTC ({human(max(0.0, (now - t).total_seconds()))} ago)"
+    t = datetime.fromisoformat(text).astimezone(tz)
+    return f"{t:%Y-%m-%d %H:%M %Z} ({human(max(0.0, (now - t).total_seconds()))} ago)"
 
 
 def _read(engine: Engine, today: str) -> tuple[dict[str, RoomState], dict[str, int], int, Any]:
@@ -53,7 +54,7 @@ def _read(engine: Engine, today: str) -> tuple[dict[str, RoomState], dict[str, i
 
 def _service_line(cfg: Config, last_run: Any, now: datetime, in_service: bool) -> str:
     def since(t: datetime | None) -> str:
-        return _when(_iso(t), now)
+        return _when(_iso(t), now, cfg.display_zone)
 
     if in_service:
         held = None
@@ -112,6 +113,7 @@ def collect_status(cfg: Config, engine: Engine, *, now: datetime | None = None,
         "budget_plan": planner.estimate(now).message(),
         "service": service,
         "open_conflicts": sum(open_counts.values()),
+        "timezone": cfg.display_zone.key,     # the zone people read times in (display.timezone)
     }
 
 
@@ -125,10 +127,12 @@ def render_status(data: dict[str, Any], out: TextIO) -> int:
     """Print `data` (from `collect_status`) as `syncd status` does; gives 0, or 1 when a
     room's last sync failed or it is halted."""
     now = datetime.fromisoformat(data["now"])
+    zone = data.get("timezone") or "UTC"
+    tz = ZoneInfo(zone)
     rows = [["ROOM", "SPACE", "EXCHANGE READ", "ULTIMO READ", "CONFLICTS", "STATE"]]
     for r in data["rooms"]:
-        rows.append([r["mailbox"], r["space_id"], _when(r["exchange_read_at"], now), _when(r["ultimo_read_at"], now),
-                     str(r["open_conflicts"]), r["state"]])
+        rows.append([r["mailbox"], r["space_id"], _when(r["exchange_read_at"], now, tz),
+                     _when(r["ultimo_read_at"], now, tz), str(r["open_conflicts"]), r["state"]])
     _table(rows, out)
     u = data["ultimo"]
     spent, budget = u["calls_today"], u["daily_budget"]
@@ -139,4 +143,5 @@ def render_status(data: dict[str, Any], out: TextIO) -> int:
     print(data["service"], file=out)
     if data["open_conflicts"]:
         print(f"Open conflicts: {data['open_conflicts']} (syncd conflicts list)", file=out)
+    print(f"Times in {zone}; the Ultimo budget's day runs in UTC.", file=out)
     return 1 if any(r["troubled"] for r in data["rooms"]) else 0

@@ -153,6 +153,8 @@ class Conflict(Base):
     start: Mapped[datetime | None] = mapped_column(UTCDateTime())
     end: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ultimo_id: Mapped[str | None] = mapped_column(String(64))
+    clashes_with: Mapped[str | None] = mapped_column(Text)   # JSON list (syncd.core.model.Clash.as_dict)
+    outcome: Mapped[str | None] = mapped_column(Text)        # what syncd did about it, e.g. declined the meeting
     status: Mapped[str] = mapped_column(String(16), default="open")
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now_utc)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now_utc)
