@@ -117,14 +117,18 @@ def test_service_syncs_each_way_while_running_and_stops_with_0(world: World) -> 
         uid = world.ultimo.reserve("C-25", at(3, 14), at(3, 15), description="Inspection")
         eventually(lambda: world.ultimo.reservations("D-12"), what="the new Exchange booking in Ultimo")
         eventually(lambda: world.events_for_reservation(C25, uid), what="the Ultimo reservation in Exchange")
-        snap = running.service.snapshot()
+        # The service counts a write once the room's pass is over, a moment after the write
+        # is visible in the sandbox: wait for the counters, not for time.
+        snap = eventually(lambda: (s := running.service.snapshot()).syncs >= 3
+                          and s.writes.get("ultimo_created") == 2 and s.writes.get("exchange_created") == 1
+                          and all(r.exchange_at is not None and r.ultimo_at is not None for r in s.rooms) and s,
+                          what="the writes to be counted")
         assert snap.ready and snap.healthy, snap.reasons()
-        assert snap.syncs >= 3 and snap.writes.get("ultimo_created") == 2 and snap.writes.get("exchange_created") == 1
-        assert all(r.exchange_at is not None and r.ultimo_at is not None for r in snap.rooms)
-        assert snap.ultimo_calls_today == world.ultimo.calls()
     finally:
         status = running.stop()
     assert status == 0
+    # Stopped, nothing is in flight: the service's own count of Ultimo calls is Ultimo's.
+    assert running.service.snapshot().ultimo_calls_today == world.ultimo.calls()
     with session_factory(world.db)() as s:
         [run] = s.scalars(select(Run).where(Run.kind == "service")).all()
         summary = json.loads(run.summary)
@@ -251,8 +255,10 @@ def test_syncd_run_command_notifies_reports_healthy_and_exits_0_on_sigterm(world
     proc = subprocess.Popen([sys.executable, "-m", "syncd", "--config", str(config), "run"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        messages = [notify.recv(4096).decode()]
-        assert "READY=1" in messages[0], messages
+        # A STATUS= line may come before READY=1 (the heartbeat starts first): wait for READY=1.
+        messages: list[str] = []
+        while not any("READY=1" in m for m in messages):
+            messages.append(notify.recv(4096).decode())    # the socket's 30 s timeout bounds the wait
         health = f"http://127.0.0.1:{port}/healthz"
         eventually(lambda: world.ultimo.reservations("C-25"), 30, "the Exchange booking in Ultimo")
         eventually(lambda: world.events_for_reservation(D12, uid), 30, "the Ultimo reservation in Exchange")

@@ -127,7 +127,10 @@ def _add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="a room whose bookings all vanished on one side really is empty: cancel on the other side")
     s.set_defaults(command="reconcile")
 
-    sub.add_parser("run", help="the long-running service", **leaf).set_defaults(command="run")
+    s = sub.add_parser("run", help="the long-running service", **leaf)
+    s.add_argument("--standby", action="store_true",
+                   help="wait for the active instance's lock and take over when it is gone (PostgreSQL only)")
+    s.set_defaults(command="run")
     sub.add_parser("status", help="per-room state, last runs, open conflicts", **leaf).set_defaults(command="status")
 
     c = sub.add_parser("config", help="the configuration, offline")

@@ -253,6 +253,8 @@ class ServiceConfig(_Strict):
     health_listen: str | None = Field(DEFAULT_HEALTH_LISTEN,
                                       pattern=r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|[\w.:\[\]-]+):\d+$")
     shutdown_grace_seconds: float = Field(10.0, gt=0, le=300)
+    # `syncd run` waits for the instance lock instead of refusing to start (PostgreSQL only).
+    standby: bool = False
 
     @field_validator("health_listen", mode="before")
     @classmethod
@@ -302,3 +304,10 @@ class Config(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return rooms
+
+    @model_validator(mode="after")
+    def _standby_needs_postgres(self) -> Config:
+        if self.service.standby and not self.database.url.startswith(("postgresql", "postgres")):
+            raise ValueError("service.standby needs PostgreSQL (database.url is SQLite): on SQLite only one "
+                             "machine runs syncd")
+        return self

@@ -10,6 +10,12 @@
     stop   SIGTERM/SIGINT: no new write starts, the write in flight finishes and is
            committed, jobs end, STOPPING=1, exit 0
 
+A standby (`--standby` or `service.standby`, PostgreSQL only) starts its health endpoint
+(role "standby"), says READY=1 with a standby status, and waits for the instance lock
+(`syncd.service.lock`: taken within about 1 s of the active process dying, about 12 s of
+its machine vanishing); then it starts as above, settling the active instance's
+interrupted writes from the journal before anything else.
+
 Failures back off exponentially up to a cap: a failing room alone, a failing system
 (unreachable, refusing credentials, over quota) for every room. The scheduler decides
 only when; what a sync does is `syncd.engine.cycle.SyncEngine.sync_room`, as for reconcile.
@@ -37,7 +43,7 @@ from syncd.config.schema import Config
 from syncd.core.model import Room
 from syncd.engine.cycle import RoomResult, SyncEngine, start_run
 from syncd.engine.executor import SYSTEM_FAILURES
-from syncd.errors import CalendarError, SyncdError
+from syncd.errors import CalendarError, SyncdError, UsageError
 from syncd.service import lock
 from syncd.service.health import HealthServer, HealthSnapshot
 from syncd.service.metrics import ServiceMetrics
@@ -85,8 +91,10 @@ class Service:
     """One `syncd run` process. `run()` blocks until stopped; gives the exit status."""
 
     def __init__(self, cfg: Config, *, options: ServiceOptions | None = None, notifier: Notifier | None = None,
-                 build: BuildSync = build_sync, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 build: BuildSync = build_sync, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 standby: bool | None = None) -> None:
         self.cfg = cfg
+        self.standby = cfg.service.standby if standby is None else standby
         self.options = options or ServiceOptions()
         self.notifier = notifier or Notifier()
         self._build = build
@@ -126,12 +134,12 @@ class Service:
         # A room job still running at its next tick is skipped by design (coalesce, one
         # instance): not worth a warning each time.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
-        held = lock.acquire(self.cfg.database.url)
+        held: lock.InstanceLock | None = None
         try:
-            if self.cfg.service.health_listen:
-                self.health = HealthServer(self.cfg.service.health_listen, self.snapshot, metrics=self.metrics,
-                                           status=self.status).start()
-                log.info("service.health_listening", url=self.health.url)
+            held = self._stand_by() if self.standby else lock.acquire(self.cfg.database.url)
+            if held is None:
+                return self.exit_status              # stopped while standing by
+            self._start_health()
             self._engine = db.open_database(self.cfg)
             scheduler = self._start()
             try:
@@ -143,9 +151,47 @@ class Service:
                 self.health.stop()
             if self._engine is not None:
                 self._engine.dispose()
-            held.release()
+            if held is not None:
+                held.release()
             restore()
         return self.exit_status
+
+    def _start_health(self) -> None:
+        if self.cfg.service.health_listen and self.health is None:
+            self.health = HealthServer(self.cfg.service.health_listen, self.snapshot, metrics=self.metrics,
+                                       status=self.status).start()
+            log.info("service.health_listening", url=self.health.url)
+
+    def _stand_by(self) -> lock.InstanceLock | None:
+        """Take the instance lock, waiting for it as a standby while another instance holds
+        it; None when stopped first."""
+        self.state.standby = True
+        self._start_health()
+        seen: list[str] = []
+
+        def waiting(holder: str) -> None:
+            if not seen:
+                self.notifier.ready("standby: waiting for the instance lock")
+                log.info("service.standby", message="standby: waiting for the active instance's lock",
+                         takeover_within_s=lock.TAKEOVER_SECONDS)
+            if not seen or seen[-1] != holder:
+                log.info("service.standby_waiting", holder=holder)
+                seen.append(holder)
+            if self.notifier.watchdog_seconds:
+                self.notifier.watchdog()
+
+        try:
+            held = lock.acquire(self.cfg.database.url, stop=self.stop_event, waiting=waiting)
+        except lock.StandbyStopped:
+            log.info("service.stopped", standby=True)
+            return None
+        finally:
+            self.state.standby = False
+        if seen:
+            log.info("service.took_over", message="standby took over: the instance lock is ours",
+                     lock=held.description)
+            self.notifier.status("took over the instance lock; starting")
+        return held
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -400,8 +446,12 @@ def _round(v: float | None) -> float | None:
 
 
 def cmd_run(cfg: Config, args: Any) -> int:
-    """`syncd run`: gives the exit status (0 after SIGTERM/SIGINT)."""
-    service = Service(cfg)
+    """`syncd run [--standby]`: gives the exit status (0 after SIGTERM/SIGINT)."""
+    standby = bool(getattr(args, "standby", False)) or cfg.service.standby
+    if standby and not lock.supports_standby(cfg.database.url):
+        raise UsageError("--standby needs PostgreSQL (database.url is SQLite): on SQLite only one machine "
+                         "runs syncd")
+    service = Service(cfg, standby=standby)
     status = service.run()
     if service.unfinished:
         # A job is stuck in a call past the grace period: its thread would keep the

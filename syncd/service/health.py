@@ -2,6 +2,8 @@
 
 /healthz   200 when healthy, 503 otherwise; JSON: ready, healthy, the reasons when not,
            and per system the last success, the consecutive failures and the back-off.
+           `role` is "active", or "standby" while a standby waits for the instance lock
+           (200: a waiting standby is healthy; `ready` is false until it takes over).
 /metrics   Prometheus exposition through prometheus-client (`syncd.service.metrics`):
            process and Python metrics, and syncd's own series.
 /status    what `syncd status` prints, as JSON (when the service gives a status function).
@@ -65,6 +67,7 @@ class HealthSnapshot:
     now: datetime
     ready: bool
     stopping: bool = False
+    standby: bool = False                        # waiting for the instance lock
     systems: tuple[SystemHealth, ...] = ()
     rooms: tuple[RoomHealth, ...] = ()
     ultimo_calls_today: int | None = None
@@ -80,7 +83,7 @@ class HealthSnapshot:
     def reasons(self) -> list[str]:
         """Why the service is not healthy (empty: healthy)."""
         out = []
-        if not self.ready:
+        if not self.ready and not (self.standby and not self.stopping):
             out.append("starting" if not self.stopping else "stopping")
         for s in self.systems:
             if s.consecutive_failures >= FAILURES_BEFORE_UNHEALTHY:
@@ -103,6 +106,7 @@ def render_healthz(snap: HealthSnapshot) -> tuple[int, dict[str, Any]]:
     reasons = snap.reasons()
     body = {
         "status": "ok" if not reasons else "unhealthy",
+        "role": "standby" if snap.standby else "active",
         "ready": snap.ready,
         "reasons": reasons,
         "systems": {

@@ -63,6 +63,7 @@ def snapshot_families(snap: HealthSnapshot) -> list[Metric]:
         out.append(family)
 
     gauge("syncd_ready", "1 when the service has started and is syncing.", (), [([], float(snap.ready))])
+    gauge("syncd_standby", "1 while a standby waits for the instance lock.", (), [([], float(snap.standby))])
     gauge("syncd_healthy", "1 when /healthz answers 200.", (), [([], float(snap.healthy))])
     gauge("syncd_system_up", "0 while a system is failing and backed off.", ("system",),
           [([s.name], float(s.consecutive_failures == 0)) for s in snap.systems])

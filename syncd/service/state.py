@@ -81,6 +81,7 @@ class ServiceState:
     pacer: Pacer | None = None
     ready: bool = False
     stopping: bool = False
+    standby: bool = False                    # waiting for the instance lock (syncd run --standby)
     errors: Counter[str] = field(default_factory=Counter)
     writes: Counter[str] = field(default_factory=Counter)
     syncs: int = 0
@@ -265,7 +266,8 @@ class ServiceState:
                                         bool(v.backoff.failures), v.halted))
             errors, writes, syncs = dict(self.errors), dict(self.writes), self.syncs
         waits, waited = self.throttling.read() if self.throttling is not None else (0, 0.0)
-        return HealthSnapshot(now=now, ready=self.ready, stopping=self.stopping, systems=systems, rooms=tuple(rooms),
+        return HealthSnapshot(now=now, ready=self.ready, stopping=self.stopping, standby=self.standby,
+                              systems=systems, rooms=tuple(rooms),
                               ultimo_calls_today=_spent(self.pacer), ultimo_daily_budget=daily_budget,
                               ultimo_tokens=self.pacer.level() if self.pacer is not None else None,
                               errors=errors, syncs=syncs, writes=writes, stuck=stuck,
