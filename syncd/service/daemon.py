@@ -51,6 +51,7 @@ from syncd.service.pacer import Pacer, save_snapshot, start_hold_off, start_leve
 from syncd.service.rates import RateState
 from syncd.service.readplan import FULL, NEAR, ReadGrant, ReadPolicy
 from syncd.service.sdnotify import Notifier
+from syncd.service.standby import wait_for_lock
 from syncd.service.state import ServiceState
 from syncd.service.status import collect_status
 from syncd.store import db
@@ -163,35 +164,13 @@ class Service:
             log.info("service.health_listening", url=self.health.url)
 
     def _stand_by(self) -> lock.InstanceLock | None:
-        """Take the instance lock, waiting for it as a standby while another instance holds
-        it; None when stopped first."""
+        """Take the instance lock, waiting for it as a standby; None when stopped first."""
         self.state.standby = True
         self._start_health()
-        seen: list[str] = []
-
-        def waiting(holder: str) -> None:
-            if not seen:
-                self.notifier.ready("standby: waiting for the instance lock")
-                log.info("service.standby", message="standby: waiting for the active instance's lock",
-                         takeover_within_s=lock.TAKEOVER_SECONDS)
-            if not seen or seen[-1] != holder:
-                log.info("service.standby_waiting", holder=holder)
-                seen.append(holder)
-            if self.notifier.watchdog_seconds:
-                self.notifier.watchdog()
-
         try:
-            held = lock.acquire(self.cfg.database.url, stop=self.stop_event, waiting=waiting)
-        except lock.StandbyStopped:
-            log.info("service.stopped", standby=True)
-            return None
+            return wait_for_lock(self.cfg.database.url, self.stop_event, self.notifier)
         finally:
             self.state.standby = False
-        if seen:
-            log.info("service.took_over", message="standby took over: the instance lock is ours",
-                     lock=held.description)
-            self.notifier.status("took over the instance lock; starting")
-        return held
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
