@@ -233,7 +233,19 @@ def test_demo_help_names_the_folder_it_uses(capsys: pytest.CaptureFixture[str]) 
     assert main(["demo", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: ./syncd-demo)" in text and "temp" not in text
+    assert "--config" not in text                     # the demo writes its own configuration
     assert build_parser().parse_args(["demo"]).dir == "syncd-demo"
+    assert main(["demo", "--config", "x.yaml"]) == 2
+    assert build_parser().parse_args(["demo", "--log-level", "debug"]).log_level == "debug"
+
+
+@pytest.mark.slow
+def test_demo_uses_the_folder_its_help_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0                        # cwd is tmp_path
+    out = capsys.readouterr().out
+    folder = tmp_path / "syncd-demo"
+    assert f"Conflict report: {folder / 'conflicts.html'}" in out
+    assert (folder / "config.yaml").is_file() and (folder / "syncd-demo.db").is_file()
 
 
 # --- one line per unreachable system -----------------------------------------------------------

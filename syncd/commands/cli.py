@@ -88,12 +88,14 @@ def _port(value: str) -> int:
     return port
 
 
-def _global_options(p: argparse.ArgumentParser, *, after_command: bool) -> None:
+def _global_options(p: argparse.ArgumentParser, *, after_command: bool, config: bool = True) -> None:
     """--config and --log-level. After the command they only override what was given
-    before it (SUPPRESS: absent means "not given here")."""
+    before it (SUPPRESS: absent means "not given here"); `config=False` for the commands
+    that read no configuration file (sandbox, demo)."""
     default = argparse.SUPPRESS if after_command else None
-    p.add_argument("--config", metavar="PATH", default=default,
-                   help="configuration file (default: $SYNCD_CONFIG, ./config.yaml, /etc/syncd/config.yaml)")
+    if config:
+        p.add_argument("--config", metavar="PATH", default=default,
+                       help="configuration file (default: $SYNCD_CONFIG, ./config.yaml, /etc/syncd/config.yaml)")
     p.add_argument("--log-level", choices=LEVELS, type=str.lower, default=default, help="overrides logging.level")
 
 
@@ -104,14 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(p, after_command=False)
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, after_command=True)
+    no_config = argparse.ArgumentParser(add_help=False)
+    _global_options(no_config, after_command=True, config=False)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=_Parser)
-    _add_commands(sub, common)
+    _add_commands(sub, common, no_config)
     return p
 
 
-def _add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Every command's parser; each leaf takes the global options too (`common`)."""
+def _add_commands(sub: Any, common: argparse.ArgumentParser, no_config: argparse.ArgumentParser) -> None:
+    """Every command's parser; each leaf takes the global options too (`common`; the ones
+    that read no configuration file only --log-level: `no_config`)."""
     leaf: dict[str, Any] = {"parents": [common]}
+    own: dict[str, Any] = {"parents": [no_config]}
     s = sub.add_parser("check", help="validate the configuration and read the sync window from both systems", **leaf)
     s.set_defaults(command="check")
 
@@ -154,7 +160,7 @@ def _add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                         "7d, 24h, 30m, 2w (ago), today or yesterday (UTC)")
     s.set_defaults(command="conflicts export")
 
-    s = sub.add_parser("sandbox", help="run the bundled Ultimo and EWS (and Graph) sandboxes on loopback", **leaf)
+    s = sub.add_parser("sandbox", help="run the bundled Ultimo and EWS (and Graph) sandboxes on loopback", **own)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--ultimo-port", type=_port, default=0)
     s.add_argument("--ews-port", type=_port, default=0)
@@ -167,7 +173,7 @@ def _add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                         "Graph sandbox on the same room calendars (default: ews)")
     s.set_defaults(command="sandbox")
 
-    s = sub.add_parser("demo", help="sandboxes + example bookings + a reconcile, needs nothing else", **leaf)
+    s = sub.add_parser("demo", help="sandboxes + example bookings + a reconcile, needs nothing else", **own)
     s.add_argument("--dir", metavar="DIR", default="syncd-demo",
                    help="folder for the demo's configuration, database and conflict report; made when missing, "
                         "its earlier demo database replaced (default: ./syncd-demo)")

@@ -74,7 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                               sort_keys=False))
         cfg, _ = load_config(str(config_path))
         from syncd.logs import configure
-        configure(cfg.logging.level, cfg.logging.format)
+        configure(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
 
         print(f"Sandboxes: Ultimo {ultimo.url}  {where}")
         print("Seeded:")
