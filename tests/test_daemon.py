@@ -200,9 +200,9 @@ def test_a_failing_system_backs_off_reports_unhealthy_then_recovers(world: World
 
 
 def test_stop_finishes_the_write_in_flight_and_commits_it(world: World) -> None:
-    # Every create is answered 5 s late, so the stop lands while the first is in flight even
-    # when this thread is slow to see it sent (a loaded machine).
-    world.ultimo.inject("slow", workflow="REST_CreateReservation", count=3, delay=5.0)
+    # Every create is answered 3 s late (within the client's 5 s timeout), so the stop lands
+    # while the first is in flight even when this thread is slow to see it sent.
+    world.ultimo.inject("slow", workflow="REST_CreateReservation", count=3, delay=3.0)
     for hour in (8, 10, 12):
         world.ews.book(C25, subject=f"At {hour}", start=at(1, hour), end=at(1, hour + 1))
     running = start(quick(world.cfg))
