@@ -101,9 +101,11 @@ QUIET_CHANGES = {"change_key"}
 
 
 class Reconciler(RuleBasedStateMachine):
+    backend = "ews"       # the calendar backend syncd uses (tests/test_sync_properties_graph.py: graph)
+
     def __init__(self) -> None:
         super().__init__()
-        self.world = World()
+        self.world = World(backend=self.backend)
         self.faults = False                   # faults injected for the next reconcile
         self.churn_only = True                # since the last quiet state: only touches and renames
         self.cancelled_keys: dict[str, set[str]] = {m: set() for m, _ in ROOMS}
@@ -406,6 +408,8 @@ class Reconciler(RuleBasedStateMachine):
         self.world.ultimo.faults.clear()
         with self.world.ews._lock:          # no public "clear" on the EWS sandbox
             self.world.ews._faults.clear()
+        if self.world.graph is not None:
+            self.world.graph.faults.clear()
         self.faults = False
 
     def _db_state(self, *, seen: bool = True) -> tuple:
