@@ -341,3 +341,19 @@ def test_a_debug_run_prints_no_token_secret_or_key(room: GraphHarness, tmp_path:
     for line in key.read_text().splitlines()[1:-1]:
         assert line not in text
     assert "eyJ" not in text                  # no JWT: neither an access token nor a client assertion
+
+
+def test_every_request_asks_for_utc_and_immutable_ids_and_selects_its_fields(room: GraphHarness) -> None:
+    room.book("Standup", at(16, 9), at(16, 9, 30))
+    ref = room.calendar.create_event(room.mailbox, new_event())
+    room.forget_requests()
+    room.calendar.list_events(room.mailbox, WEEK)
+    room.calendar.get_event(room.mailbox, ref.item_id)
+    room.calendar.find_stamped(room.mailbox, "syncd:u:4711", WEEK)
+    room.calendar.check_changes(room.mailbox, None)
+    calls = room.sandbox.requests(mailbox=room.mailbox)
+    assert calls and all(c.authorized for c in calls)
+    assert all(c.prefer.get("outlook.timezone") == "UTC" and c.prefer.get("idtype") == "ImmutableId" for c in calls)
+    reads = [c for c in calls if c.op in ("calendarView", "event.get", "events.list")]
+    assert reads and all("$select" in c.query and "$expand" in c.query for c in reads)
+    assert all("singleValueExtendedProperties($filter=id eq" in c.query["$expand"][0] for c in reads)
