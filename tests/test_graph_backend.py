@@ -182,20 +182,29 @@ def test_never_more_than_four_requests_in_flight(room: GraphHarness, monkeypatch
 # --- reads --------------------------------------------------------------------------------
 
 
-def test_every_page_is_read_and_a_failed_page_fails_the_read(room: GraphHarness) -> None:
+def test_every_page_is_read_and_a_failed_page_fails_the_read(room: GraphHarness,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     for day in range(15, 22):
         for hour in range(8, 18):
             room.book(f"Slot {day} {hour}", at(day, hour), at(day, hour, 30))
     calendar = room.make_calendar(page_size=10)
     assert len(calendar.list_events(room.mailbox, WEEK)) == 70
-    pages = room.sandbox.calls(mailbox=room.mailbox, op="calendarView")
-    assert pages >= 7
+    assert room.sandbox.calls(mailbox=room.mailbox, op="calendarView") >= 7
 
-    room.sandbox.inject("garbage", mailbox=room.mailbox, op="calendarView", count=1)
-    room.forget_requests()
-    # The first page is garbage: nothing is returned as if it were the calendar.
+    # The third page comes back as garbage: nothing is returned as if it were the calendar.
+    serve, pages = room.sandbox._serve, [0]
+
+    def third_page_garbage(request: Any, op: str, *rest: Any) -> Any:
+        if op == "calendarView":
+            pages[0] += 1
+            if pages[0] == 3:
+                room.sandbox.inject("garbage", mailbox=room.mailbox, op="calendarView")
+        return serve(request, op, *rest)
+
+    monkeypatch.setattr(room.sandbox, "_serve", third_page_garbage)
     with pytest.raises(CalendarProtocolError):
         calendar.list_events(room.mailbox, WEEK)
+    assert pages[0] == 3
 
 
 # --- change checks ------------------------------------------------------------------------
