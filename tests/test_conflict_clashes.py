@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +257,21 @@ def test_a_meeting_refused_because_of_its_own_twin_is_not_declined(world: World)
     world.reconcile()
     [link] = world.links(C25)
     assert link.ultimo_id == uid and world.open_conflicts(C25) == []
+
+
+def test_a_refusal_for_the_past_records_what_syncd_tried_and_ultimos_message(world: World, capsys) -> None:
+    """A meeting already running (it started before now) is refused with 1166."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    world.ews.book(C25, subject="Running late", start=now - timedelta(minutes=30), end=now + timedelta(minutes=30))
+
+    syncd(world, capsys, "reconcile")
+
+    [conflict] = world.open_conflicts(C25)
+    assert (conflict.kind, conflict.code) == ("reservation_in_past", "1166")
+    [item] = json.loads(exported(world, capsys, "json"))
+    [tried] = item["clashes_with"]
+    assert tried["kind"] == "attempt" and tried["action"] == "create Ultimo reservation"
+    assert "Room reservation is in the past" in tried["message"]
+    [row] = list(csv.DictReader(io.StringIO(exported(world, capsys, "csv"))))
+    assert row["clashes_with"].startswith("create Ultimo reservation") and "in the past" in row["clashes_with"]
+    assert "syncd tried to create Ultimo reservation" in exported(world, capsys, "html")

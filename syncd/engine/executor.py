@@ -292,9 +292,12 @@ class Executor(CalendarWrites, Settling):
             self.ultimo.cancel_reservation(a.ultimo_id)
         except ReservationInPast as e:
             self._failed(entry_id, e)
+            tried = Clash(kind="attempt", action=f"cancel Ultimo reservation {a.ultimo_id}", start=a.start,
+                          end=a.end, ultimo_id=a.ultimo_id, message=e.ultimo_message)
             self._conflict(room, ConflictInfo(kind=RESERVATION_IN_PAST, message=e.ultimo_message,
                                               booking_key=a.booking_key, code=e.code, subject=a.subject,
-                                              start=a.start, end=a.end, ultimo_id=a.ultimo_id), a.link_id, result)
+                                              start=a.start, end=a.end, ultimo_id=a.ultimo_id,
+                                              clashes_with=(tried,)), a.link_id, result)
             return
         except UltimoRejected as e:
             # Ultimo documents nothing for an unknown or already cancelled reservation; a
