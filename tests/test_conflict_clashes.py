@@ -275,3 +275,17 @@ def test_a_refusal_for_the_past_records_what_syncd_tried_and_ultimos_message(wor
     [row] = list(csv.DictReader(io.StringIO(exported(world, capsys, "csv"))))
     assert row["clashes_with"].startswith("create Ultimo reservation") and "in the past" in row["clashes_with"]
     assert "syncd tried to create Ultimo reservation" in exported(world, capsys, "html")
+
+
+def test_the_dry_run_plan_says_what_is_in_the_way_in_the_display_zone(world: World, capsys) -> None:
+    blocker = world.ultimo.reserve("C-25", at(1, 9), at(1, 10), description="Cleaning")
+    world.ews.book(C25, subject="Budget", start=at(1, 9, 30), end=at(1, 10, 30), organizer="alice@example.com")
+
+    status, out = syncd(world, capsys, "reconcile", "--dry-run")
+
+    assert status == 0, out
+    zone = at(1, 9).tzname()
+    day = f"{at(1, 9):%Y-%m-%d}"
+    assert f"create Ultimo reservation for 'Budget (alice@example.com)' {day} 09:30–10:30 {zone}" in out
+    assert f"(Ultimo will likely refuse it: the room is occupied by Ultimo reservation {blocker} 'Cleaning'" in out
+    assert out.rstrip().endswith("(times in Europe/Amsterdam)")
