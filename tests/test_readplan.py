@@ -100,9 +100,12 @@ def test_reads_are_paced_to_their_share_of_the_rate_and_overflow_is_not_wasted()
         p.done(g, T0, ok=True)
     more = [g for room in rooms if (g := p.claim(room, later)) is not None]
     assert len(more) == int(600 * policy.read_rate)       # refilled at 3/4 of the steady rate
-    # A full bank would overflow: then reads may use it.
+    assert p.reads.level(later) < 1                       # the reads' own bucket is spent
+    # A full bank would overflow: then reads may use what overflows, in the queue's order
+    # (the first due room, not whichever room asks first: the worst-case bound holds).
     p.bucket = TokenBucket(policy.capacity, policy.rate, policy.capacity, later)
-    assert p.claim(rooms[-1], later) is not None
+    assert p.claim(rooms[-1], later) is None
+    assert p.claim(p.queue(later)[0].room, later) is not None
 
 
 def test_a_room_is_not_read_again_within_the_interval():

@@ -63,13 +63,14 @@ def test_the_bound_is_twice_uniform_pollings_period():
     assert f"{p.bound(T0) / 3600:.1f} h" in p.estimate(T0).message()
 
 
-def test_no_whole_window_waits_past_the_bound_whatever_the_plan_prefers():
+@pytest.mark.parametrize("spread_share", [0.5, 0.0])
+def test_no_whole_window_waits_past_the_bound_whatever_the_plan_prefers(spread_share: float):
     """Five rooms change all the time, forty never: the plan prefers the five, but each of
-    the forty is still read within the bound."""
+    the forty is still read within the bound, also when every room was last read at once."""
     rooms = [f"hot{i}" for i in range(5)] + [f"cold{i}" for i in range(40)]
     p = planner(rooms, budget=800, level=0.0)
-    # As after running a while: the last reads spread over the uniform period.
-    spread = p.bound(T0) / 2
+    # As after running a while (the last reads spread over the uniform period), or all at once.
+    spread = p.bound(T0) * spread_share
     last = {r: T0 - timedelta(seconds=spread * i / len(rooms)) for i, r in enumerate(rooms)}
     for r in rooms:
         p.load(r, ultimo_read_at=last[r], changed_at=None, rows=150)

@@ -60,7 +60,7 @@ class ReadPolicy:
     activity_half_life: float = 1800.0  # seconds for that boost to halve
     write_share: float = 0.25           # share of the steady rate kept from reads for writes
     split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
-    force_share: float = 0.75           # a whole window unread this share of the bound is read first
+    force_share: float = 0.9            # no whole window is planned to wait past this share of the bound
     near_change_share: float = 0.5      # share of a room's Ultimo-side changes in its near term
 
     def __post_init__(self) -> None:
@@ -158,6 +158,7 @@ class ReadPlanner:
         self._share: tuple[int, float] | None = None
         self.rates = ChangeRates(near_share=policy.near_change_share)
         self._bound: tuple[int, float] | None = None
+        self._forced: tuple[float, int, frozenset[str]] | None = None
 
     # -- what is known ------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class ReadPlanner:
         """Seconds no part of any room's window goes unread for longer (in the steady
         state): twice the period of uniform polling with the calls left for reads, and
         not below twice the check interval. A room's whole window is read before a
-        `force_share` of it has passed, whatever the plan prefers."""
+        `force_share` of it has passed, whatever the plan prefers (see `_due_by_bound`)."""
         key = self._version
         if self._bound is None or self._bound[0] != key:
             p = self.policy
@@ -280,7 +281,7 @@ class ReadPlanner:
             return Candidate(room, FULL, math.inf, c_full)
         age_n = t - (r.near_at if r.near_at is not None else r.full_at)
         age_f = t - r.full_at
-        if age_f >= p.force_share * self.bound(now):
+        if room in self._due_by_bound(t):
             # The worst-case bound comes first: the oldest whole window before any preference.
             return Candidate(room, FULL, FORCED + age_f, c_full)
         # Value = weight x change rate x age squared: picking the most value per call then
@@ -296,6 +297,28 @@ class ReadPlanner:
         if p.split_reads and age_n >= p.interval_seconds and c_near < c_full:
             options.append(Candidate(room, NEAR, v_near / c_near, c_near))
         return max(options, key=lambda c: c.score, default=None)
+
+    def _due_by_bound(self, t: float) -> frozenset[str]:
+        """Rooms whose whole window must be read now for the bound to hold: oldest first,
+        a room is due when its age plus the time the reads of every older window take (at
+        the reads' steady rate) reaches `force_share` of the bound. Deadlines in order, and
+        started early enough for a backlog (many windows read at about the same time)."""
+        cached = self._forced
+        if cached is not None and cached[0] == t and cached[1] == self._version:
+            return cached[2]
+        p = self.policy
+        limit = p.force_share * self.bound()
+        rate = p.read_rate if p.read_rate > 0 else 1e-9
+        ahead = 0.0
+        due = []
+        for name, r in sorted(((n, r) for n, r in self._rooms.items() if r.full_at is not None),
+                              key=lambda item: item[1].full_at or 0.0):
+            ahead += calls_for_rows(r.rows or 0, p.page_limit, known=r.profiled)
+            if (t - (r.full_at or t)) + ahead / rate >= limit:
+                due.append(name)
+        out = frozenset(due)
+        self._forced = (t, self._version, out)
+        return out
 
     def queue(self, now: datetime) -> list[Candidate]:
         """Every due read, most valuable per call first (ties: configuration order)."""
@@ -327,10 +350,12 @@ class ReadPlanner:
         full, reads may take what would otherwise overflow."""
         p = self.policy
         held = sum(r.held for r in self._rooms.values())
-        main = self.bucket.level(now) - p.read_reserve - held
-        if self.bucket.level(now) >= 0.95 * p.capacity:
-            return main
-        return min(main, self.reads.level(now))
+        level = self.bucket.level(now)
+        main = level - p.read_reserve - held
+        # What would overflow the main bucket goes to reads too, in the queue's order (so
+        # a small spare, not the whole bucket: the order, and the bound, hold).
+        overflow = max(0.0, level - 0.95 * p.capacity)
+        return min(main, max(0.0, self.reads.level(now)) + overflow)
 
     def claim(self, room: str, now: datetime) -> ReadGrant | None:
         """A read for `room` if one is due and the spare tokens cover every more valuable
@@ -350,7 +375,9 @@ class ReadPlanner:
                 near, full = self.windows(now)
                 self._rooms[room].held = c.cost
                 self._version += 1
-                self.reads.take(c.cost, now)
+                # A read on tokens that would overflow the main bucket does not overdraw the
+                # reads' own one: that would hold back the reads after it (the bound's first).
+                self.reads.take(min(c.cost, max(0.0, self.reads.level(now))), now)
                 return ReadGrant(room, c.scope, near if c.scope == NEAR else full, c.cost)
         return None
 
