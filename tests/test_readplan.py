@@ -14,7 +14,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
@@ -331,8 +331,8 @@ class Service:
         self.engine = engine
 
     def call(self, calls: list[float]) -> None:
-        self.pacer.spend(1)
         with self.limiter.call():      # answered at once on the virtual clock
+            self.pacer.spend(1)        # counted once the limiter lets it go, as UltimoClient does
             calls.append(self.clock.mono())
 
     def persist(self) -> None:
@@ -459,6 +459,10 @@ def test_budget_never_exceeded_in_any_24_hours_or_10_seconds(
                                 st.integers(min_value=0, max_value=15)), max_size=8),
     seed=st.integers(min_value=0, max_value=2**32 - 1),
 )
+# Found in CI: a call that waited for the limiter had been counted in the ledger before its
+# wait, so the next process's hold-off ended 0.1 s early.
+@example(budget=2000, per10=5, n_rooms=3, write_chance=0.0, restarts=[(1.0, False, 0)], seed=0)
+@example(budget=2000, per10=5, n_rooms=1, write_chance=0.0, restarts=[(0.0, False, 0), (21.0, False, 0)], seed=1)
 def test_rate_limit_never_exceeded_with_large_budgets_and_quick_restarts(
     budget, per10, n_rooms, write_chance, restarts, seed
 ):

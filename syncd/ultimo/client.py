@@ -6,9 +6,10 @@
     client.cancel_reservation(ultimo_id)
     client.get_reservations("C-25", window)             # complete, or raises
 
-Every HTTP attempt, retries included, waits for the rate limiter and is spent from the
-daily budget before it is sent; it holds its place in the rate limiter's window until its
-answer is in (Ultimo counts it on arrival). How answers map to syncd.errors:
+Every HTTP attempt, retries included, waits for the rate limiter, then is spent from the
+daily budget just before it is sent (so the ledger's last count is never older than the
+last call: a restarting service's hold-off relies on it); it holds its place in the rate
+limiter's window until its answer is in (Ultimo counts it on arrival). How answers map to syncd.errors:
 
     400 code 1015 ............ RoomUnavailable      (never retried)
     400 code 1166 ............ ReservationInPast    (never retried)
@@ -228,11 +229,13 @@ class UltimoClient:
         raise AssertionError("unreachable")   # pragma: no cover
 
     def _attempt(self, workflow: str, url: str, element: str, content: bytes, attempt: int) -> Any:
-        self.budget.spend(1)
         headers = {"ApiKey": self._key, "ApplicationElementId": element, "Content-Type": "application/json"}
         # The call counts against the rate limit from its start until its answer is in:
-        # Ultimo counts it on arrival, somewhere in between.
+        # Ultimo counts it on arrival, somewhere in between. It is counted in the ledger
+        # once the limiter lets it go, not before its wait: a restart's hold-off is
+        # measured from the ledger's last count.
         with self.limiter.call():
+            self.budget.spend(1)
             with self._calls_lock:
                 self.calls += 1
             started = time.monotonic()
