@@ -133,3 +133,17 @@ def test_the_part_of_a_window_not_read_before_counts_as_busy_as_the_rest():
     assert parts is not None and len(parts) == math.ceil(300 / 90)
     assert parts[0].start == t0 and parts[-1].end == t0 + timedelta(hours=300)
     assert profiles.windows("T", TimeWindow(t0, t0 + timedelta(hours=1))) is None
+
+
+def test_reservations_syncd_made_count_for_the_next_reads_cuts(sandbox, client):
+    from syncd.core.model import NewReservation
+
+    booked = book(sandbox, 100, random.Random(5), days=10)
+    assert read(client, sandbox)[0] == booked
+    for slot in random.Random(6).sample(range(20 * 20), 200):     # 200 more, made by syncd, days 10-29
+        start = BASE + timedelta(days=10 + slot // 20, hours=7, minutes=30 * (slot % 20))
+        booked.add(client.create_reservation(NewReservation(f"x-{slot}", "S-1", start, start + timedelta(minutes=25),
+                                                            "Made in Outlook", "00042")))
+    found, calls = read(client, sandbox)
+    assert found == booked
+    assert calls == math.ceil(300 / ROWS_PER_GET)

@@ -71,7 +71,7 @@ from syncd.errors import (
 )
 from syncd.ultimo import wire as wire
 from syncd.ultimo.budget import CallBudget, DailyBudget, RateLimiter
-from syncd.ultimo.paging import ReadProfiles, split_by_rows
+from syncd.ultimo.paging import ReadProfiles, split_full_page
 
 log = structlog.get_logger("syncd.ultimo")
 
@@ -144,7 +144,9 @@ class UltimoClient:
         """Book `new` in Ultimo; gives the new UltimoId. Raises RoomUnavailable (1015),
         ReservationInPast (1166), UltimoOutcomeUnknown, or another UltimoError."""
         payload = self._call(wire.CREATE, wire.create_body(new, self.cfg.applicant_field), idempotent=False)
-        return wire.parse_create(payload)
+        ultimo_id = wire.parse_create(payload)
+        self.profiles.add(new.space_id, new.start, new.end)
+        return ultimo_id
 
     def update_reservation(self, ultimo_id: str, start: datetime, end: datetime) -> None:
         """Move reservation `ultimo_id` to [start, end). Raises RoomUnavailable (1015),
@@ -192,7 +194,7 @@ class UltimoClient:
         # parts are cut around the rows it returned (about `ROWS_PER_GET` each of at
         # least a page); a first read halves the window on whole seconds.
         if known:
-            parts = split_by_rows(TimeWindow(start, end), rows, math.ceil(1.2 * raw_count / self.profiles.per))
+            parts = split_full_page(TimeWindow(start, end), rows, math.ceil(1.2 * raw_count / self.profiles.per))
         else:
             middle = start + timedelta(seconds=int((end - start).total_seconds() // 2))
             parts = [TimeWindow(start, middle), TimeWindow(middle, end)]

@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 
 from syncd.core.model import Reservation, TimeWindow
 
-__all__ = ["ROWS_PER_GET", "ReadProfiles", "calls_for_rows", "cut_rows", "first_read_calls", "split_by_rows"]
+__all__ = ["ROWS_PER_GET", "ReadProfiles", "calls_for_rows", "cut_rows", "first_read_calls", "split_by_rows",
+           "split_full_page"]
 
 ROWS_PER_GET = 90           # rows a density-cut window is expected to hold at most
 KEEP_PAST = 7 * 86400.0     # rows ending this long before the newest read's start are forgotten
@@ -159,6 +160,30 @@ class ReadProfiles:
                 keep = [r for r in keep if r[1] > horizon]
             p.rows = sorted(keep + new)
             self._spaces[space_id] = p
+
+
+    def add(self, space_id: str, start: datetime, end: datetime) -> None:
+        """A reservation syncd itself made (or moved to) [start, end): counted in the
+        space's known rows, so the next read is cut for it too."""
+        with self._lock:
+            p = self._spaces.get(space_id)
+            if p is not None and p.start < _epoch(end) and _epoch(start) < p.end:
+                bisect.insort(p.rows, (_epoch(start), _epoch(end)))
+
+
+def split_full_page(window: TimeWindow, found: Sequence[Reservation], parts: int) -> list[TimeWindow]:
+    """How to read again a window whose page came back full. When the page's rows come in
+    order of start (as the sandbox, and every Ultimo seen, gives them), the rows that begin
+    before the last one's start are likely all there: cut at that second, so the first
+    part comes back short and the rest is read on. Otherwise cut around the rows returned
+    (`split_by_rows`). Either way every part is read until its page is short."""
+    starts = [_epoch(r.start) for r in found]
+    start, end = _epoch(window.start), _epoch(window.end)
+    if starts and starts == sorted(starts):
+        cut = start + math.floor(starts[-1] - start)
+        if start < cut < end:
+            return [TimeWindow(window.start, _at(cut)), TimeWindow(_at(cut), window.end)]
+    return split_by_rows(window, found, parts)
 
 
 def _synthetic(a: float, b: float, density: float) -> list[tuple[float, float]]:
