@@ -51,14 +51,18 @@ def test_a_create_answered_503_after_ultimo_made_it_is_settled_not_sent_again(wo
     {"properties": {}},
     {"properties": {"Output": None}},
 ])
+@pytest.mark.parametrize("linked", [1, 2])
 def test_a_get_answer_without_its_collection_fails_the_room_and_removes_nothing(
-        world: World, capsys, payload: dict) -> None:
+        world: World, capsys, payload: dict, linked: int) -> None:
+    """With one linked booking no emptiness guard stands in the way: the answer itself must
+    be refused (before issue 9 syncd removed the event); with two the room was halted."""
     uid = world.ultimo.reserve("C-25", at(2, 14), at(2, 15), description="Inspection")
-    world.ews.book(C25, subject="Team sync", start=at(1, 9), end=at(1, 10))
+    if linked == 2:
+        world.ews.book(C25, subject="Team sync", start=at(1, 9), end=at(1, 10))
     status, out, _ = syncd(world, capsys, "reconcile")
     assert status == 0, out
     before = world.exchange_view(C25)
-    assert len(before) == 2 and len(world.ultimo.reservations("C-25")) == 2
+    assert len(before) == linked and len(world.ultimo.reservations("C-25")) == linked
 
     world.ultimo.inject("answer", workflow="get", payload=payload)
     status, out, _ = syncd(world, capsys, "reconcile", "--room", "C-25")
