@@ -406,8 +406,7 @@ class Reconciler(RuleBasedStateMachine):
 
     def _clear_faults(self) -> None:
         self.world.ultimo.faults.clear()
-        with self.world.ews._lock:          # no public "clear" on the EWS sandbox
-            self.world.ews._faults.clear()
+        self.world.ews.faults.clear()
         if self.world.graph is not None:
             self.world.graph.faults.clear()
         self.faults = False

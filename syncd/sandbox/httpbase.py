@@ -23,16 +23,22 @@ and returns a `Response`. Faults are ordinary responses:
 - `garbage_response()`  200 with a body that is not what the client expects.
 
 `FaultQueue` holds faults injected by a test (`add("drop", count=2, match="Create")`) for
-the handler to `take(key)` one per request, thread-safe.
+the handler to `take(key)` one per request, thread-safe; `randomly(rate, kinds, seed)`
+also fails that share of the requests no queued fault applies to.
+
+`Hold` keeps an answer back after the work was done (`Response.hold`): `reached` is set
+when a request is held, the answer goes out (or, with `drop`, the connection closes) once
+`release()` is called; the campaign kills the client in between.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 __all__ = [
     "Fault",
     "FaultQueue",
+    "Hold",
     "LoopbackServer",
     "Request",
     "Response",
@@ -73,10 +80,34 @@ class Request:
         return default if value is None else value
 
 
+class Hold:
+    """An answer held back after the request was served: `reached` is set when a request
+    is held; the answer is sent (closed unanswered with `drop`) once `release()` is
+    called, or after `timeout` seconds. One Hold holds every request it is given."""
+
+    def __init__(self, *, drop: bool = True, timeout: float = 60.0) -> None:
+        self.drop = drop
+        self.timeout = timeout
+        self.reached = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait(self, stopping: threading.Event) -> None:
+        """Called by the server with the answer ready: block until released (or stopping)."""
+        self.reached.set()
+        waited = 0.0
+        while waited < self.timeout and not self._released.is_set() and not stopping.is_set():
+            self._released.wait(0.05)
+            waited += 0.05
+
+
 @dataclass
 class Response:
     """What the server answers. `drop` closes the connection without answering;
-    `delay` waits that long before answering (or dropping)."""
+    `delay` waits that long before answering (or dropping); `hold` keeps the answer
+    back until released (see Hold)."""
 
     status: int = 200
     body: bytes = b""
@@ -84,6 +115,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
+    hold: Hold | None = None
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -135,6 +167,7 @@ class FaultQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: list[list[Any]] = []   # [fault, remaining, match]
+        self._random: tuple[float, tuple[str, ...], random.Random, dict[str, Any]] | None = None
 
     def add(self, kind: str, count: int = 1, match: str | None = None, **params: Any) -> None:
         if count < 1:
@@ -152,11 +185,27 @@ class FaultQueue:
                     if item[1] == 0:
                         self._items.remove(item)
                     return fault
+            if self._random is not None:
+                rate, kinds, rng, params = self._random
+                if rng.random() < rate:
+                    return Fault(rng.choice(kinds), params)
         return None
 
+    def randomly(self, rate: float, kinds: Sequence[str], seed: int | None = None, **params: Any) -> None:
+        """From now on fail a `rate` share of the requests no queued fault applies to,
+        each as one of `kinds` chosen at random (reproducible with `seed`); rate 0 stops."""
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be between 0 and 1")
+        if rate and not kinds:
+            raise ValueError("kinds must name at least one fault")
+        with self._lock:
+            self._random = (rate, tuple(kinds), random.Random(seed), dict(params)) if rate else None
+
     def clear(self) -> None:
+        """Forget queued faults and stop random ones."""
         with self._lock:
             self._items.clear()
+            self._random = None
 
     def pending(self) -> int:
         with self._lock:
@@ -228,6 +277,10 @@ class _Handler(BaseHTTPRequestHandler):
             response = owner.handle(request)
         except Exception as exc:  # noqa: BLE001 - a sandbox bug becomes a 500, not a hung client
             response = Response(500, f"sandbox error: {exc!r}".encode(), "text/plain; charset=utf-8")
+        if response.hold is not None:
+            response.hold.wait(owner._stopping)
+            if response.hold.drop or owner._stopping.is_set():
+                response = drop_connection()
         if response.delay > 0 and owner._stopping.wait(response.delay):
             response = drop_connection()
         if response.drop:

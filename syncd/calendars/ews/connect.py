@@ -10,7 +10,10 @@ module keeps them per `EwsCalendar` instead:
 - `BoundedBackOff` honours ErrorServerBusy's BackOffMilliseconds, but bounds the *total*
   wait of one syncd operation, sleeps through an injectable function, and treats HTTP 401
   as bad credentials at once (exchangelib's FaultTolerance retries a 401 as throttling,
-  which turns a wrong password into minutes of waiting).
+  which turns a wrong password into minutes of waiting). A 503 or a closed connection in
+  answer to a write (CreateItem, UpdateItem, DeleteItem) is not sent again blind, as
+  exchangelib would: a gateway's 503 may come after Exchange made the item. It surfaces as
+  a lost answer, and EwsCalendar's next attempt first looks for what the write did.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from exchangelib import (
     OAuth2Credentials,
     Version,
 )
-from exchangelib.errors import MalformedResponseError, RateLimitError, UnauthorizedError
+from exchangelib.errors import (
+    ErrorInternalServerTransientError,
+    ErrorServerBusy,
+    ErrorTimeoutExpired,
+    MalformedResponseError,
+    RateLimitError,
+    UnauthorizedError,
+)
 from exchangelib.protocol import NoVerifyHTTPAdapter, Protocol
 
 from syncd.calendars.base import ThrottleStats
@@ -111,10 +121,27 @@ class BoundedBackOff(FaultTolerance):
             raise UnauthorizedError(f"HTTP 401 from {response.url}")
         try:
             super().raise_response_errors(response)
+        except (ErrorInternalServerTransientError, ErrorServerBusy):
+            if _is_write(response):
+                # Not "busy, send again": the write may have taken effect behind the gateway.
+                raise ErrorTimeoutExpired(f"HTTP {response.status_code} in answer to a write; "
+                                          "it may have taken effect") from None
+            raise
         except MalformedResponseError as e:
             if type(e) is MalformedResponseError and response.status_code != 200:
                 raise HttpStatusError(response.status_code) from None
             raise
+
+
+_WRITE_OPERATIONS = (b"<m:CreateItem", b"<m:UpdateItem", b"<m:DeleteItem")
+
+
+def _is_write(response: requests.Response) -> bool:
+    """Whether the request answered was a write (exchangelib writes the `m:` prefix)."""
+    body = response.request.body if response.request is not None else None
+    if isinstance(body, str):
+        body = body.encode()
+    return isinstance(body, bytes) and any(op in body[:4096] for op in _WRITE_OPERATIONS)
 
 
 class SyncdProtocol(Protocol):

@@ -21,13 +21,13 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from ..httpbase import LoopbackServer, Request, Response
+from ..httpbase import Hold, LoopbackServer, Request, Response
 from .auth import Authenticator
+from .faults import FAULT_KINDS, EwsFaults
 from .ops import Context, UnsupportedOperation, first_mailbox
 from .read import convert_id, find_item, get_folder, get_item, sync_folder_items
 from .soap import S, T, envelope, fault
@@ -37,7 +37,6 @@ from .write import create_item, delete_item, update_item
 __all__ = ["EwsSandbox", "Recurrence"]
 
 EWS_PATH = "/EWS/Exchange.asmx"
-FAULT_KINDS = ("server_busy", "http503", "http401", "drop")
 _XML = "text/xml; charset=utf-8"
 OPERATIONS: dict[str, Callable[[ET.Element, Context], ET.Element]] = {
     "ConvertId": convert_id,
@@ -49,15 +48,6 @@ OPERATIONS: dict[str, Callable[[ET.Element, Context], ET.Element]] = {
     "DeleteItem": delete_item,
     "SyncFolderItems": sync_folder_items,
 }
-
-
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    op: str | None
-    mailbox: str | None
-    back_off_ms: int
 
 
 class EwsSandbox:
@@ -83,7 +73,7 @@ class EwsSandbox:
         self.zone = self.store.zone
         self.journal: list[tuple[float, str | None, str]] = []
         self._lock = self.store.lock
-        self._faults: list[_Fault] = []
+        self.faults = EwsFaults(self._auth.unauthorized)
         self._server = LoopbackServer(self._handle, host=host, port=port)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -243,16 +233,24 @@ class EwsSandbox:
 
     def inject(
         self, kind: str, *, count: int = 1, op: str | None = None, mailbox: str | None = None,
-        back_off_ms: int = 100,
+        back_off_ms: int = 100, delay: float = 2.0, hold: Hold | None = None, answer: Response | None = None,
     ) -> None:
-        """Answer the next `count` matching requests with a fault: server_busy (ErrorServerBusy
-        SOAP fault on HTTP 500 with BackOffMilliseconds), http503, http401 or drop (close the socket)."""
+        """Answer the next `count` matching requests with a fault (syncd/sandbox/ews/faults.py):
+        before the request takes effect server_busy (with `back_off_ms`), http500, http503,
+        http401 or drop; after it took effect drop_after, slow_after (`delay` s),
+        http500_after, http503_after, hold (`hold`) or answer_after (`answer` sent instead)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
-        if count < 1:
-            raise ValueError("count must be at least 1")
+        self.faults.add(kind, count=count, op=op, mailbox=mailbox, back_off_ms=back_off_ms, delay=delay,
+                        hold=hold, answer=answer)
+
+    def history(self, mailbox: str) -> list[dict[str, Any]]:
+        """Every item ever stored in the mailbox, removed ones included (`removed` True),
+        ordered by creation: the journal of what was created, whatever happened since."""
         with self._lock:
-            self._faults.append(_Fault(kind, count, op, mailbox.lower() if mailbox else None, back_off_ms))
+            stored = [*self.store.mailbox(mailbox).values(), *self.store.tombstones[mailbox.lower()].values()]
+            stored.sort(key=lambda i: (i.created_seq, i.id))
+            return [{**_item_dict(self.store, i), "removed": bool(i.removed)} for i in stored]
 
     def calls(self, mailbox: str | None = None, op: str | None = None) -> int:
         """How many journaled requests match `mailbox` and `op` (None matches all)."""
@@ -290,9 +288,9 @@ class EwsSandbox:
         mailbox = first_mailbox(operation) or _id_mailbox(operation) or default_mailbox
         with self._lock:
             self.journal.append((time.time(), mailbox, op))
-            injected = self._take_fault(op, mailbox)
-            if injected is not None:
-                return injected
+            injected = self.faults.take(op, mailbox)
+            if injected is not None and not injected.after:
+                return self.faults.before(injected)
             handler = OPERATIONS.get(op)
             if handler is None:
                 return Response(500, fault("ErrorInvalidRequest", f"The operation {op} is not supported."), _XML)
@@ -305,28 +303,8 @@ class EwsSandbox:
                 return Response(500, fault("ErrorSchemaValidation", f"The request is invalid: {exc}"), _XML)
             except Exception as exc:  # noqa: BLE001 - a sandbox bug still answers in SOAP, named
                 return Response(500, fault("ErrorInternalServerError", f"Sandbox failure: {exc!r}"), _XML)
-        return Response(200, envelope(answer), _XML)
-
-    def _take_fault(self, op: str, mailbox: str | None) -> Response | None:
-        for item in self._faults:
-            if (item.op is None or item.op == op) and (item.mailbox is None or item.mailbox == mailbox):
-                item.remaining -= 1
-                if item.remaining == 0:
-                    self._faults.remove(item)
-                return self._fault_response(item)
-        return None
-
-    def _fault_response(self, item: _Fault) -> Response:
-        if item.kind == "server_busy":
-            body = fault("ErrorServerBusy", "The server cannot service this request right now. Try again later.",
-                         item.back_off_ms)
-            return Response(500, body, _XML)
-        if item.kind == "http503":
-            return Response(503, b"<html><body>Service Unavailable</body></html>", "text/html; charset=utf-8")
-        if item.kind == "http401":
-            return self._auth.unauthorized()
-        return Response(drop=True)
-
+        response = Response(200, envelope(answer), _XML)
+        return response if injected is None else self.faults.after(injected, response)
 
 def _impersonated(header: ET.Element | None) -> str | None:
     if header is None:

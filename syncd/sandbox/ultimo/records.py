@@ -24,9 +24,9 @@ _PATH = re.compile(r"^/api/v1/action/(?P<workflow>[^/]+)/?$", re.IGNORECASE)
 _LOCAL_FORM = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _UTC_FORM = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 FAULT_KINDS = ("http500", "http503", "slow", "html", "drop", "drop_after", "http503_after", "garbage", "answer",
-               "http429", "http413")
+               "http429", "http413", "hold", "http500_after", "answer_after")
 # Faults whose request is carried out before the answer goes wrong.
-PROCESSED_FAULTS = ("slow", "drop_after", "http503_after")
+PROCESSED_FAULTS = ("slow", "drop_after", "http503_after", "hold", "http500_after", "answer_after")
 
 NOT_AVAILABLE = "Room reservation cannot be requested or processed.\r\nCause: meeting room is not available."
 IN_PAST_CREATE = "Room reservation cannot be requested or processed.\r\nCause: Room reservation is in the past."

@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 
 from syncd.sandbox.httpbase import (
     FaultQueue,
+    Hold,
     LoopbackServer,
     Request,
     Response,
@@ -188,18 +189,30 @@ class UltimoSandbox(LoopbackServer):
 
     def inject(
         self, kind: str, count: int = 1, workflow: str | None = None, delay: float = 2.0,
-        retry_after: str | float | None = None, payload: Any = None,
+        retry_after: str | float | None = None, payload: Any = None, hold: Hold | None = None,
+        answer: Response | None = None,
     ) -> None:
         """Make the next `count` requests (to `workflow`, if given) fail as `kind`:
         http500, http503, http429, http413 (optional retry_after), slow (answered after
         `delay` s, processed), html (502 page), drop (closed unanswered, not processed),
-        drop_after (processed, then closed unanswered), http503_after (processed, then a
-        gateway's 503 HTML page), garbage (200, not JSON), answer (200 with `payload` as
-        its JSON body, not processed)."""
+        drop_after (processed, then closed unanswered), http503_after / http500_after
+        (processed, then a gateway's HTML error page), garbage (200, not JSON), answer (200
+        with `payload` as its JSON body, not processed), hold (processed, the answer held
+        back by `hold`, see httpbase.Hold), answer_after (processed, then the Response
+        `answer` is sent instead: the malformed-answer corpus, syncd/sandbox/corpus.py)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if kind == "hold" and hold is None or kind == "answer_after" and answer is None:
+            raise ValueError(f"fault {kind!r} needs its {'hold' if kind == 'hold' else 'answer'} argument")
         match = None if workflow is None else _SHORT.get(workflow, workflow)
-        self.faults.add(kind, count=count, match=match, delay=delay, retry_after=retry_after, payload=payload)
+        self.faults.add(kind, count=count, match=match, delay=delay, retry_after=retry_after, hold=hold,
+                        answer=answer, payload=payload)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every reservation ever made, cancelled ones included (with their status), by id."""
+        with self._lock:
+            rows = sorted(self._reservations.values(), key=lambda r: r.ultimo_id)
+        return [{**_as_dict(r), "status": r.status} for r in rows]
 
     def calls(self, workflow: str | None = None) -> int:
         """Requests received (to `workflow`, short or full name), faulted ones included."""
@@ -253,11 +266,23 @@ class UltimoSandbox(LoopbackServer):
                     response = self._run(workflow, {k.casefold(): v for k, v in body.items()})
             except SandboxRejected as rejected:
                 response = self._error(rejected.code, rejected.message)
-        if fault is not None and fault.kind == "slow":
-            response.delay = float(fault.get("delay", 2.0))
-        elif fault is not None and fault.kind == "http503_after":
-            response = html_error_page(503, "Service Unavailable")   # the work is done, a gateway says 503
-        elif fault is not None:   # drop_after: the work is done, the answer is lost
+        return response if fault is None else self._after(fault.kind, fault.params, response)
+
+    @staticmethod
+    def _after(kind: str, params: dict[str, Any], response: Response) -> Response:
+        """The answer to a request that took effect, spoilt as fault `kind` says."""
+        if kind == "slow":
+            response.delay = float(params.get("delay", 2.0))
+        elif kind == "hold":
+            response.hold = params["hold"]
+        elif kind == "http500_after":
+            response = html_error_page(500, "Internal Server Error")
+        elif kind == "http503_after":
+            response = html_error_page(503, "Service Unavailable")
+        elif kind == "answer_after":
+            canned: Response = params["answer"]
+            response = Response(canned.status, canned.body, canned.content_type, dict(canned.headers))
+        else:   # drop_after: the work is done, the answer is lost
             response = drop_connection()
         return response
 
