@@ -142,9 +142,15 @@ class UltimoClient:
 
     def create_reservation(self, new: NewReservation) -> str:
         """Book `new` in Ultimo; gives the new UltimoId. Raises RoomUnavailable (1015),
-        ReservationInPast (1166), UltimoOutcomeUnknown, or another UltimoError."""
-        payload = self._call(wire.CREATE, wire.create_body(new, self.cfg.applicant_field), idempotent=False)
-        ultimo_id = wire.parse_create(payload)
+        ReservationInPast (1166), UltimoOutcomeUnknown, or another UltimoError.
+
+        An answer syncd cannot read (not JSON, no UltimoId) says nothing about whether
+        Ultimo made the reservation: that is UltimoOutcomeUnknown too, settled by reading."""
+        try:
+            payload = self._call(wire.CREATE, wire.create_body(new, self.cfg.applicant_field), idempotent=False)
+            ultimo_id = wire.parse_create(payload)
+        except UltimoProtocolError as e:
+            raise UltimoOutcomeUnknown(f"{e}; the reservation may have been created in Ultimo") from None
         self.profiles.add(new.space_id, new.start, new.end)
         return ultimo_id
 

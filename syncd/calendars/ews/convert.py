@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from exchangelib import CalendarItem, EWSDateTime, EWSTimeZone, ExtendedProperty
 
 from syncd.core.model import Event, TimeWindow
+from syncd.errors import CalendarProtocolError
 from syncd.logs import get_logger
 
 log = get_logger("syncd.ews")
@@ -126,7 +127,16 @@ def event_key(item: CalendarItem) -> str:
 
 
 def to_event(item: CalendarItem, fallback_tz: ZoneInfo) -> Event:
-    """syncd's Event for one calendar item (a single meeting or one occurrence)."""
+    """syncd's Event for one calendar item (a single meeting or one occurrence).
+
+    Raises CalendarProtocolError for an item without an id or without readable times
+    (exchangelib reads an unparseable or impossible date as None): such an answer is
+    malformed, not a booking to act on."""
+    if not item.id:
+        raise CalendarProtocolError("EWS sent a calendar item without an ItemId")
+    for name in ("start", "end"):
+        if getattr(item, name) is None:
+            raise CalendarProtocolError(f"EWS sent calendar item {item.id[-10:]} without a readable {name} time")
     if item._start_timezone is None and isinstance(item.start, datetime):
         # EWS gives UTC instants anyway: only the zone's name was not understood (logged by
         # exchangelib as a warning naming it); the times stay right.
