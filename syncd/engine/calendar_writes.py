@@ -33,6 +33,8 @@ from syncd.engine.journal import (
 from syncd.errors import (
     CalendarAuthError,
     CalendarError,
+    CalendarProtocolError,
+    CalendarUnreachable,
     EventGone,
     StaleChangeKey,
 )
@@ -104,6 +106,9 @@ class CalendarWrites(Journal):
             # next read sees the newer state and plans again.
             self._failed(entry_id, e)
             log.info("exchange.move_skipped", room=room.mailbox, booking=a.booking_key, reason=type(e).__name__)
+            return
+        except (CalendarUnreachable, CalendarProtocolError) as e:
+            self._outcome_unknown(e, f"move Exchange event {a.booking_key}", "exchange", result)
             return
         except CalendarError as e:
             self._give_up(entry_id, e, f"move Exchange event {a.booking_key}", "exchange", result)

@@ -72,6 +72,7 @@ from syncd.errors import (
     RoomUnavailable,
     UltimoError,
     UltimoRejected,
+    UltimoTransient,
 )
 from syncd.store.schema import (
     LINK_ACTIVE,
@@ -272,6 +273,9 @@ class Executor(CalendarWrites, Settling):
         except UltimoRejected as e:
             self._failed(entry_id, e)
             self._rejected(room, a, e, result)
+            return
+        except UltimoTransient as e:
+            self._outcome_unknown(e, f"move Ultimo reservation {a.ultimo_id}", "ultimo", result)
             return
         except UltimoError as e:
             self._give_up(entry_id, e, f"move Ultimo reservation {a.ultimo_id}", "ultimo", result)

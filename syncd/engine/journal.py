@@ -142,6 +142,12 @@ class Journal:
         result.errors.append(f"{what}: {e}")
         self._system_check(e, side)
 
+    def _outcome_unknown(self, e: Exception, what: str, side: str, result: ApplyResult) -> None:
+        """A write whose answer was lost (it may have taken effect): its journal row stays
+        pending and is settled from the remote side before the room is planned again."""
+        result.errors.append(f"{what}: {e} (will be settled before the next write)")
+        self._system_check(e, side)
+
     def _system_check(self, error: Exception, side: str) -> None:
         if isinstance(error, SYSTEM_FAILURES):
             raise SideDown(f"{side}: {error}") from error

@@ -9,8 +9,11 @@ decided from the remote side, so a crash at any instant never duplicates a booki
   unlinked reservation nearby with the intended description and applicant (a person may
   have moved it meanwhile);
 - an Exchange create by syncd's stamp;
-- moves, cancellations, removals and declines need no lookup: the next read shows whether
-  they happened, and the planner treats "both sides agree" and "gone on both" as done.
+- a move by reading the moved reservation or event: at the intended times, the move took
+  effect and the link advances to them, so a person's later edit of the other side is
+  carried over rather than seen as a change on both sides (a false conflict);
+- cancellations, removals and declines need no lookup: the next read shows whether they
+  happened, and the planner treats "gone on both" as done.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from syncd.core.model import Room, TimeWindow
-from syncd.store.schema import JournalEntry, Link
+from syncd.core.model import Room, TimeWindow, synced_hash
+from syncd.store.schema import LINK_ACTIVE, JournalEntry, Link
 
 log = structlog.get_logger("syncd.settle")
 
@@ -64,10 +67,12 @@ class Settling:
                 self._settle_ultimo_create(room, entry, payload)
             elif entry.action == "create" and entry.side == "exchange":
                 self._settle_exchange_create(room, entry, payload)
+            elif entry.action == "move":
+                self._settle_move(room, entry, payload)
             else:
-                # Moves, cancels, removals and declines are safe to plan again: the next
-                # read shows whether they happened, and the planner treats "both sides at the
-                # same times" or "gone on both sides" as done.
+                # Cancels, removals and declines are safe to plan again: the next read
+                # shows whether they happened, and the planner treats "gone on both
+                # sides" as done.
                 with self.sessions.begin() as s:
                     self._finish(s, entry.id, "unknown", "interrupted; re-planned from the next read")
             settled += 1
@@ -123,6 +128,31 @@ class Settling:
                 outcome = "not created"
         log.info("journal.settled", room=room.mailbox, action="exchange create", outcome=outcome)
 
+
+
+    def _settle_move(self, room: Room, entry: JournalEntry, p: dict[str, Any]) -> None:
+        """A move found at its intended times took effect: the link advances to them."""
+        start, end = datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"])
+        change_key = None
+        if entry.side == "ultimo":
+            near = self.ultimo.get_reservations(room.space_id, TimeWindow(start - timedelta(minutes=1),
+                                                                          end + timedelta(minutes=1)))
+            done = any(r.ultimo_id == p["ultimo_id"] and (r.start, r.end) == (start, end) for r in near)
+        else:
+            event = self.calendar.get_event(room.mailbox, p["item_id"])
+            done = event is not None and (event.start, event.end) == (start, end)
+            change_key = event.change_key if event is not None else None
+        with self.sessions.begin() as s:
+            link = s.get(Link, entry.link_id) if entry.link_id is not None else None
+            if done and link is not None and link.state == LINK_ACTIVE:
+                link.start, link.end, link.synced_hash = start, end, synced_hash(start, end)
+                if change_key is not None and link.exchange_item_id == p.get("item_id"):
+                    link.exchange_change_key = change_key
+                self._finish(s, entry.id, "done", "settled: the move took effect")
+            else:
+                self._finish(s, entry.id, "unknown", "interrupted; re-planned from the next read")
+        log.info("journal.settled", room=room.mailbox, action=f"{entry.side} move",
+                 outcome="moved" if done else "re-planned")
 
 
 def detach_journal(s: Session, link_id: int) -> None:
