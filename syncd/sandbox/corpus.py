@@ -1,4 +1,4 @@
-"""A corpus of malformed answers, as data the sandboxes serve (fault kind ``answer``).
+"""A corpus of malformed answers, as data the sandboxes serve (fault kind ``answer_after``).
 
 Each `Malformed` names the call it spoils (an Ultimo workflow: get, create, update,
 cancel; an EWS operation: FindItem, GetItem, CreateItem, UpdateItem, DeleteItem,
@@ -7,8 +7,8 @@ effect. Whatever the answer, syncd must fail that call with one clear line (a ty
 error, the room failed), conclude nothing from it (no cancellation, no "empty room") and
 lose nothing.
 
-    ultimo.inject("answer", workflow=entry.call, answer=entry.response(), count=50)
-    ews.inject("answer", op=entry.call, answer=entry.response(), count=50)
+    ultimo.inject("answer_after", workflow=entry.call, answer=entry.response(), count=50)
+    ews.inject("answer_after", op=entry.call, answer=entry.response(), count=50)
 
 `ULTIMO` and `EWS` hold the entries; tests/test_malformed_answers.py runs each through the
 real clients, benchmarks/chaos.py serves them to the real `syncd` process.
