@@ -1,0 +1,259 @@
+"""The crash-and-fault campaign: the real `syncd reconcile` process against both sandboxes.
+
+    python benchmarks/chaos.py --mode short            # CI: a few minutes
+    python benchmarks/chaos.py --mode long --seed 7    # 300+ kills, 20+ fault schedules
+    make chaos CHAOS=long CHAOS_ARGS="--seed 7 --time-limit 3600"
+
+Each run is a fresh world (benchmarks/chaos_world.py: both sandboxes on loopback, three
+rooms, a SQLite database, people who book, move and cancel). A run has two phases:
+
+1. kills: people edit, a `syncd reconcile` process starts and is killed with SIGKILL,
+   either once a write (Create/Update/Cancel in Ultimo, CreateItem/UpdateItem/DeleteItem
+   in EWS) was performed and its answer is held back by the sandbox, or at a random
+   instant of the pass; then faults stop and passes run until both sides agree.
+2. fault schedules: a fifth of all calls fail on each side (errors before the work,
+   answers lost after it: connection reset, timeout, 5xx; answers from the malformed
+   corpus, syncd/sandbox/corpus.py) while people keep editing during the passes; then
+   faults stop and passes run until both sides agree.
+
+Printed per run and in total: kills (and how many landed during writes, how many with an
+answer held), duplicates ever created (from the sandboxes' journals: cancelled and
+removed ones count), lost bookings, wrong cancellations, the most passes needed to
+converge after faults stop, tracebacks in syncd's output. The goal is 0, 0, 0, <= 2, 0
+(the long mode also needs 300 kills and 20 schedules); the exit status is 1 when a goal
+is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chaos_world import ULTIMO_WRITES, World  # noqa: E402
+
+from syncd.sandbox import corpus  # noqa: E402
+from syncd.sandbox.httpbase import Hold  # noqa: E402
+
+MODES = {   # runs, kills per run, schedules per run, passes per schedule
+    "short": (1, 6, 1, 3),
+    "long": (20, 16, 1, 4),
+}
+ULTIMO_RANDOM = ("http500", "http503", "html", "drop", "garbage", "http429",
+                 "drop_after", "slow", "http500_after", "http503_after")
+EWS_RANDOM = ("server_busy", "http500", "http503", "drop", "drop_after", "slow_after", "http500_after",
+              "http503_after")
+CORPUS_PER_SCHEDULE = 4
+MAX_PASSES = 6
+_ULTIMO_CALL = {"get": "REST_GetReservationsForSpace", "create": "REST_CreateReservation",
+                "update": "REST_UpdateReservation", "cancel": "REST_CancelReservation"}
+
+
+@dataclass
+class Figures:
+    kills: int = 0
+    kills_in_writes: int = 0
+    kills_held: int = 0
+    schedules: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    wrong_cancellations: int = 0
+    passes: list[int] = field(default_factory=list)
+    tracebacks: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, other: Figures) -> None:
+        for name in ("kills", "kills_in_writes", "kills_held", "schedules", "duplicates", "lost",
+                     "wrong_cancellations", "tracebacks"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.passes += other.passes
+        self.notes += other.notes
+
+    def line(self) -> str:
+        worst = max(self.passes, default=0)
+        return (f"kills {self.kills} ({self.kills_in_writes} during writes, {self.kills_held} with an answer held); "
+                f"fault schedules {self.schedules}; duplicates {self.duplicates}; lost {self.lost}; "
+                f"wrong cancellations {self.wrong_cancellations}; passes to converge {worst} max "
+                f"(over {len(self.passes)} recoveries); tracebacks {self.tracebacks}")
+
+    def missed(self, mode: str) -> list[str]:
+        goals = []
+        if self.duplicates or self.lost or self.wrong_cancellations or self.tracebacks:
+            goals.append("duplicates, lost bookings, wrong cancellations and tracebacks must all be 0")
+        if max(self.passes, default=0) > 2 or not self.passes:
+            goals.append("every recovery must converge within 2 passes")
+        if mode == "long" and (self.kills < 300 or self.schedules < 20):
+            goals.append("the long campaign needs 300 kills and 20 fault schedules")
+        return goals
+
+
+class Campaign:
+    def __init__(self, seed: int, mode: str, deadline: float, verbose: bool) -> None:
+        self.rng = random.Random(seed)
+        self.mode = mode
+        self.deadline = deadline
+        self.verbose = verbose
+        self.corpus_next = {"ultimo": 0, "ews": 0}
+
+    def say(self, text: str) -> None:
+        if self.verbose:
+            print(f"    {text}", flush=True)
+
+    def run(self, number: int) -> Figures:
+        _, kills, schedules, passes = MODES[self.mode]
+        world = World(random.Random(self.rng.random()))
+        figures = Figures()
+        try:
+            for _ in range(6):
+                world.edit()
+            self.converge(world, figures, "seeded")
+            for _ in range(kills):
+                if time.monotonic() > self.deadline:
+                    break
+                self.kill_once(world, figures)
+            self.converge(world, figures, "after kills")
+            for _ in range(schedules):
+                if time.monotonic() > self.deadline:
+                    break
+                self.schedule(world, figures, passes)
+                self.converge(world, figures, "after a fault schedule")
+            check = world.check()
+            figures.duplicates, figures.lost = check.duplicates, check.lost
+            figures.wrong_cancellations = check.wrong_cancellations
+            figures.notes += [f"run {number}: {n}" for n in check.notes if not n.startswith("unsettled")]
+        finally:
+            world.close()
+        return figures
+
+    def kill_once(self, world: World, figures: Figures) -> None:
+        wanted = [w for w in (world.edit() for _ in range(self.rng.randint(2, 4))) if w]
+        held = self.rng.random() < 0.5 and wanted
+        if held:
+            hold = Hold(drop=True)
+            op = self.rng.choice(wanted)
+            if op in ULTIMO_WRITES:
+                world.ultimo.inject("hold", workflow=op, hold=hold)
+            else:
+                world.ews.inject("hold", op=op, hold=hold)
+            result = world.reconcile(hold=hold)
+        else:
+            result = world.reconcile(kill_in_writes=self.rng.uniform(0.0, 1.0))
+        world.ultimo.faults.clear()
+        world.ews.faults.clear()
+        self.tally(result, figures)
+        if result.status is None:
+            figures.kills += 1
+            figures.kills_in_writes += result.writes > 0
+            figures.kills_held += bool(held)
+            self.say(f"killed {'with ' + op + ' answer held' if held else 'at random'} after "
+                     f"{result.seconds:.1f}s, {result.writes} writes")
+        else:
+            self.say(f"pass ended by itself ({result.status}) after {result.seconds:.1f}s")
+
+    def schedule(self, world: World, figures: Figures, passes: int) -> None:
+        figures.schedules += 1
+        seed = self.rng.randrange(2**32)
+        world.ultimo.faults.randomly(0.2, ULTIMO_RANDOM, seed=seed, delay=3.0)
+        world.ews.faults.randomly(0.2, EWS_RANDOM, seed=seed + 1, delay=3.0, back_off_ms=100)
+        for entry in self.corpus_entries("ultimo", corpus.ULTIMO):
+            world.ultimo.inject("answer_after", workflow=_ULTIMO_CALL[entry.call], answer=entry.response())
+        for entry in self.corpus_entries("ews", corpus.EWS):
+            world.ews.inject("answer_after", op=entry.call, answer=entry.response())
+        stop = threading.Event()
+
+        def people() -> None:
+            while not stop.wait(self.rng.uniform(0.2, 0.8)):
+                world.edit()
+
+        editor = threading.Thread(target=people, daemon=True)
+        editor.start()
+        try:
+            for _ in range(passes):
+                result = world.reconcile()
+                self.tally(result, figures)
+                self.say(f"faulty pass: exit {result.status}, {result.writes} writes, {result.seconds:.1f}s")
+        finally:
+            stop.set()
+            editor.join()
+            world.ultimo.faults.clear()
+            world.ews.faults.clear()
+
+    def corpus_entries(self, side: str, entries: tuple[corpus.Malformed, ...]) -> list[corpus.Malformed]:
+        start = self.corpus_next[side]
+        self.corpus_next[side] = start + CORPUS_PER_SCHEDULE
+        return [entries[(start + i) % len(entries)] for i in range(CORPUS_PER_SCHEDULE)]
+
+    def converge(self, world: World, figures: Figures, when: str) -> None:
+        """Passes without faults until both sides agree and a pass exits 0; then one more
+        that must write nothing."""
+        for n in range(1, MAX_PASSES + 1):
+            result = world.reconcile()
+            self.tally(result, figures)
+            check = world.check()
+            if result.status == 0 and check.converged:
+                clean = world.reconcile()
+                self.tally(clean, figures)
+                if clean.writes or clean.status != 0:
+                    n += 1
+                    figures.notes.append(f"{when}: the pass after converging wrote {clean.writes} times "
+                                         f"(exit {clean.status})")
+                figures.passes.append(n)
+                self.say(f"{when}: converged in {n} pass(es)")
+                return
+            if n == MAX_PASSES:
+                figures.passes.append(n + 1)
+                figures.notes.append(f"{when}: not converged after {n} passes (exit {result.status}): "
+                                     + "; ".join(check.notes[:3]) + " | " + _errors(result.stdout))
+
+    def tally(self, result: object, figures: Figures) -> None:
+        tracebacks = result.tracebacks  # type: ignore[attr-defined]
+        if tracebacks:
+            figures.tracebacks += tracebacks
+            figures.notes.append("traceback: " + result.stderr.strip().splitlines()[-1][:200])  # type: ignore[attr-defined]
+
+
+def _errors(stdout: str) -> str:
+    return " / ".join(line.strip() for line in stdout.splitlines() if "error" in line or "HALTED" in line)[:400]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="short")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (printed; default: from the clock)")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds after which no new run, kill or schedule starts (default: 240 short, 5400 long)")
+    parser.add_argument("--runs", type=int, default=None, help="number of runs (default by mode)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every pass")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
+    limit = args.time_limit if args.time_limit is not None else (240 if args.mode == "short" else 5400)
+    runs = args.runs if args.runs is not None else MODES[args.mode][0]
+    began = time.monotonic()
+    campaign = Campaign(seed, args.mode, began + limit, args.verbose)
+    print(f"chaos: {args.mode} campaign, seed {seed}, {runs} runs, time limit {limit:g}s", flush=True)
+    total = Figures()
+    for number in range(1, runs + 1):
+        if time.monotonic() > campaign.deadline:
+            print(f"chaos: time limit reached before run {number}")
+            break
+        started = time.monotonic()
+        figures = campaign.run(number)
+        total.add(figures)
+        print(f"run {number}: {figures.line()} [{time.monotonic() - started:.0f}s]", flush=True)
+    print(f"total: {total.line()} [{time.monotonic() - began:.0f}s, seed {seed}]")
+    for note in total.notes[:40]:
+        print(f"  {note}")
+    missed = total.missed(args.mode)
+    for goal in missed:
+        print(f"chaos: goal missed: {goal}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
