@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint bench sandbox clean browser
+.PHONY: install test demo lint bench chaos sandbox clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/simulated_day.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/calendar_requests.py
+
+# The crash-and-fault campaign against the real syncd process (benchmarks/chaos.py):
+# CHAOS=short (a few minutes, run by CI) or CHAOS=long (300+ kills, 20+ fault schedules);
+# e.g. make chaos CHAOS=long CHAOS_ARGS="--seed 7 --time-limit 5400"
+CHAOS ?= short
+chaos: $(STAMP)
+	$(BIN)/python benchmarks/chaos.py --mode $(CHAOS) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

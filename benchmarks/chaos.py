@@ -94,8 +94,13 @@ class Figures:
 
 
 class Campaign:
-    def __init__(self, seed: int, mode: str, deadline: float, verbose: bool) -> None:
+    def __init__(self, seed: int, mode: str, deadline: float, verbose: bool, series: bool = False,
+                 kills: int | None = None, schedules: int | None = None) -> None:
         self.rng = random.Random(seed)
+        self.series = series
+        _, mode_kills, mode_schedules, self.passes = MODES[mode]
+        self.kills = mode_kills if kills is None else kills
+        self.schedules = mode_schedules if schedules is None else schedules
         self.mode = mode
         self.deadline = deadline
         self.verbose = verbose
@@ -106,8 +111,8 @@ class Campaign:
             print(f"    {text}", flush=True)
 
     def run(self, number: int) -> Figures:
-        _, kills, schedules, passes = MODES[self.mode]
-        world = World(random.Random(self.rng.random()))
+        kills, schedules, passes = self.kills, self.schedules, self.passes
+        world = World(random.Random(self.rng.random()), series=self.series)
         figures = Figures()
         try:
             for _ in range(6):
@@ -229,13 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds after which no new run, kill or schedule starts (default: 240 short, 5400 long)")
     parser.add_argument("--runs", type=int, default=None, help="number of runs (default by mode)")
+    parser.add_argument("--kills", type=int, default=None, help="kills per run (default by mode)")
+    parser.add_argument("--schedules", type=int, default=None, help="fault schedules per run (default by mode)")
+    parser.add_argument("--series", action="store_true",
+                        help="people also book daily series in Exchange, move and delete single occurrences")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every pass")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     limit = args.time_limit if args.time_limit is not None else (240 if args.mode == "short" else 5400)
     runs = args.runs if args.runs is not None else MODES[args.mode][0]
     began = time.monotonic()
-    campaign = Campaign(seed, args.mode, began + limit, args.verbose)
+    campaign = Campaign(seed, args.mode, began + limit, args.verbose, args.series, args.kills, args.schedules)
     print(f"chaos: {args.mode} campaign, seed {seed}, {runs} runs, time limit {limit:g}s", flush=True)
     total = Figures()
     for number in range(1, runs + 1):

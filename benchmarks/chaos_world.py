@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from syncd.core.model import external_id_for, stamp_for_reservation
-from syncd.sandbox.ews.server import EwsSandbox
+from syncd.sandbox.ews.server import EwsSandbox, Recurrence
 from syncd.sandbox.ultimo.server import UltimoSandbox
 from syncd.store.db import make_engine, upgrade
 
@@ -56,6 +56,8 @@ class Booking:
     end: datetime
     live: bool = True
     anchor: bool = False     # never edited
+    master: str | None = None          # an occurrence: its series' master item id
+    original: datetime | None = None   # and its original start
 
 
 @dataclass
@@ -90,8 +92,9 @@ class Pass:
 class World:
     """Both sandboxes with the rooms, a configuration file and a migrated SQLite database."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, *, series: bool = False) -> None:
         self.rng = rng
+        self.series = series
         self.folder = Path(tempfile.mkdtemp(prefix="syncd-chaos-"))
         self.ultimo = UltimoSandbox(api_keys=(API_KEY,), rate_limit=10**9, daily_limit=10**9).start()
         self.ews = EwsSandbox(users={USER: PASSWORD}, auth="basic").start()
@@ -149,6 +152,27 @@ class World:
         free = self._free[space]
         return free.pop() if free else None
 
+    def book_series(self) -> str:
+        """Someone books a daily series of three in Exchange (three free slots in a row)."""
+        mailbox, space = self.rng.choice(ROOMS)
+        free = self._free[space]
+        for start, end in list(free):
+            days = [(start + timedelta(days=n), end + timedelta(days=n)) for n in range(3)]
+            if all(d in free for d in days):
+                for d in days:
+                    free.remove(d)
+                break
+        else:
+            return ""
+        master = self.ews.book(mailbox, subject=f"Series {len(self.bookings)}", start=start, end=end,
+                               organizer="alice@example.com", recurrence=Recurrence(kind="daily", count=3))
+        uid = next(i["uid"] for i in self.ews.items(mailbox) if i["id"] == master)
+        for first, last in days:
+            original = first.astimezone(UTC)
+            self.bookings.append(Booking("exchange", mailbox, space, master, f"{uid}|{original.isoformat()}",
+                                         first, last, master=master, original=original))
+        return "REST_CreateReservation"
+
     def book(self) -> str:
         """Someone books in one of the systems; gives the write syncd will make for it."""
         mailbox, space = self.rng.choice(ROOMS)
@@ -174,6 +198,8 @@ class World:
         with self._lock:
             live = [b for b in self.bookings if b.live and not b.anchor]
             roll = self.rng.random()
+            if self.series and roll < 0.1:
+                return self.book_series()
             if not live or roll < 0.4:
                 return self.book()
             b = self.rng.choice(live)
@@ -181,12 +207,18 @@ class World:
                 slot = self._slot(b.space)
                 if slot is not None:
                     b.start, b.end = slot
+                    if b.master is not None and b.original is not None:
+                        self.ews.move_occurrence(b.mailbox, b.master, b.original, b.start, b.end)
+                        return "REST_UpdateReservation"
                     if b.side == "exchange":
                         self.ews.move(b.mailbox, b.ident, b.start, b.end)
                         return "REST_UpdateReservation"
                     self.ultimo.move(b.ident, b.start, b.end)
                     return "UpdateItem"
             b.live = False
+            if b.master is not None and b.original is not None:
+                self.ews.cancel_occurrence(b.mailbox, b.master, b.original)   # one occurrence deleted
+                return "REST_CancelReservation"
             self.cancelled_by_people.add(b.ident)
             if b.side == "exchange":
                 self.ews.cancel(b.mailbox, b.ident)
@@ -262,7 +294,9 @@ class World:
         for b in self.bookings:
             if b.side == "exchange":
                 mine = items.get(b.ident)
-                gone = mine is None or mine["removed"] or mine["declined_to"]
+                gone = mine is None or mine["removed"] or mine["declined_to"] or (
+                    b.original is not None and (b.original in mine["deleted_occurrences"]
+                                                or b.original in mine["declined_occurrences"]))
                 twins = by_external.get(external_id_for(b.mailbox, b.uid), [])
                 live = [(r["start"], r["end"]) for r in twins if r["status"] != "Cancelled"]
                 wrongly_cancelled = b.live and any(r["status"] == "Cancelled" for r in twins)
