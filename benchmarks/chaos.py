@@ -123,8 +123,8 @@ class Campaign:
                     break
                 self.kill_once(world, figures)
             self.converge(world, figures, "after kills")
-            for _ in range(schedules):
-                if time.monotonic() > self.deadline:
+            for n in range(schedules):
+                if n and time.monotonic() > self.deadline:   # every run has one schedule at least
                     break
                 self.schedule(world, figures, passes)
                 self.converge(world, figures, "after a fault schedule")
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=sorted(MODES), default="short")
     parser.add_argument("--seed", type=int, default=None, help="random seed (printed; default: from the clock)")
     parser.add_argument("--time-limit", type=float, default=None,
-                        help="seconds after which no new run, kill or schedule starts (default: 240 short, 5400 long)")
+                        help="seconds after which no new run or kill starts, nor a run's second schedule "
+                             "(default: 240 short, 5400 long)")
     parser.add_argument("--runs", type=int, default=None, help="number of runs (default by mode)")
     parser.add_argument("--kills", type=int, default=None, help="kills per run (default by mode)")
     parser.add_argument("--schedules", type=int, default=None, help="fault schedules per run (default by mode)")
