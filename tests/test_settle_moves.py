@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from syncharness import ROOMS, Killed, World, at
 
+from syncd.sandbox.httpbase import Response
+
 C25, D12 = ROOMS[0][0], ROOMS[1][0]
 
 
@@ -59,12 +61,16 @@ def test_a_killed_exchange_move_that_took_effect_follows_the_next_edit(world: Wo
     assert (event.start, event.end) == (at(4, 8), at(4, 9))
 
 
-@pytest.mark.parametrize("kind", ["drop_after", "slow", "http500_after"])
+@pytest.mark.parametrize("kind", ["drop_after", "slow", "http500_after", "truncated"])
 def test_an_ultimo_move_whose_answer_was_lost_follows_the_next_edit(world: World, kind: str) -> None:
     item = world.ews.book(C25, subject="Review", start=at(1, 13), end=at(1, 14))
     world.reconcile()
     world.ews.move(C25, item, at(2, 13), at(2, 14))
-    world.ultimo.inject(kind, count=5, workflow="update", delay=6.0)   # past the client's 5 s timeout
+    if kind == "truncated":   # Ultimo moved it, then answered something unreadable
+        world.ultimo.inject("answer_after", count=5, workflow="update",
+                            answer=Response(200, b'{"properti', "application/json"))
+    else:
+        world.ultimo.inject(kind, count=5, workflow="update", delay=6.0)   # past the client's 5 s timeout
     results = world.reconcile()
     assert not all(r.ok for r in results)
     world.ultimo.faults.clear()

@@ -71,6 +71,7 @@ from syncd.errors import (
     ReservationInPast,
     RoomUnavailable,
     UltimoError,
+    UltimoProtocolError,
     UltimoRejected,
     UltimoTransient,
 )
@@ -274,7 +275,8 @@ class Executor(CalendarWrites, Settling):
             self._failed(entry_id, e)
             self._rejected(room, a, e, result)
             return
-        except UltimoTransient as e:
+        except (UltimoTransient, UltimoProtocolError) as e:
+            # No answer, or one syncd cannot read: the move may have taken effect.
             self._outcome_unknown(e, f"move Ultimo reservation {a.ultimo_id}", "ultimo", result)
             return
         except UltimoError as e:
