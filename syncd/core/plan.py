@@ -392,7 +392,8 @@ class Plan:
             if isinstance(a, CreateReservation | MoveReservation) and a.clashes:
                 ahead = "; ".join(clash_summary(c, a.new.start if isinstance(a, CreateReservation) else a.start, tz)
                                   for c in a.clashes)
-                lines.append(f"  (Ultimo will likely refuse it: the room is occupied by {ahead})")
+                then = "; the room would then decline the meeting" if isinstance(a, CreateReservation) and a.decline else ""
+                lines.append(f"  (Ultimo will likely refuse it: the room is occupied by {ahead}{then})")
         lines += [f"conflict {c.kind}: {c.message}" for c in self.conflicts]
         if self.halted:
             lines.append(f"halted: {self.halted}")

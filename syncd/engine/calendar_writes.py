@@ -137,12 +137,18 @@ class CalendarWrites(Journal):
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["exchange_removed"] += 1
 
-    def _decline_event(self, room: Room, a: DeclineEvent, result: ApplyResult) -> bool:
-        """Decline a person's meeting in the room; gives whether the room declined it (or it was gone)."""
+    def _decline_event(self, room: Room, a: DeclineEvent, result: ApplyResult,
+                       before: Callable[[], None] | None = None) -> bool | None:
+        """Decline a person's meeting in the room; gives True when the room declined it (or it
+        was gone), False when it certainly did not (the meeting changed meanwhile), None when
+        the answer was lost or refused (it may have). `before` runs once the intent is
+        committed, just before the request: what must be on record even if syncd dies then."""
         with self.sessions.begin() as s:
             link = s.get(Link, a.link_id) if a.link_id is not None else None
             entry_id = self._begin(s, room, link, "exchange", "decline",
                                    {"item_id": a.item_id, "reason": a.reason}).id
+        if before is not None:
+            before()
         try:
             self._with_fresh_key(room, a.link_id, a.item_id, a.change_key,
                                  lambda ck: self.calendar.decline(room.mailbox, a.item_id, ck, a.reason))
@@ -154,7 +160,7 @@ class CalendarWrites(Journal):
             return False
         except CalendarError as e:
             self._give_up(entry_id, e, f"decline Exchange meeting {a.booking_key}", "exchange", result)
-            return False
+            return None
         self._tombstoned(room, a.link_id, a.booking_key, entry_id, result)
         result.writes["exchange_declined"] += 1
         return True

@@ -90,8 +90,9 @@ def record(
     return row.id
 
 
-def note_outcome(session: Session, *, room: str, booking_key: str, kind: str, outcome: str) -> None:
-    """Say on the newest conflict of one booking and kind what syncd did about it (a decline)."""
+def note_outcome(session: Session, *, room: str, booking_key: str, kind: str, outcome: str | None) -> None:
+    """Say on the newest conflict of one booking and kind what syncd did about it (a decline);
+    None takes a note back."""
     row = session.scalars(
         select(Conflict)
         .where(Conflict.room == room, Conflict.booking_key == booking_key, Conflict.kind == kind)

@@ -242,14 +242,22 @@ class Executor(CalendarWrites, Settling):
                     clashes=[c.ultimo_id or "pending" for c in clashes if c.kind == "reservation"])
         if declining and isinstance(a, CreateReservation):
             reason = decline_reason(room.space_id, clashes, start, e.ultimo_message, self.display_zone)
-            if self._decline_event(room, DeclineEvent(
-                    booking_key=a.booking_key, link_id=None, item_id=a.event.item_id,
-                    change_key=a.event.change_key, reason=reason, start=a.event.start, end=a.event.end,
-                    subject=a.event.subject), result):
-                outcome = f"declined in the room's calendar: {reason}"
+            outcome = f"declined in the room's calendar: {reason}"
+
+            def note(text: str | None) -> None:
                 with self.sessions.begin() as s:
-                    conflicts.note_outcome(s, room=room.mailbox, booking_key=a.booking_key, kind=kind,
-                                           outcome=outcome)
+                    conflicts.note_outcome(s, room=room.mailbox, booking_key=a.booking_key, kind=kind, outcome=text)
+
+            # On record before the request: a decline whose answer is lost, or that syncd dies
+            # right after, has still told the organizer; the conflict must say so. Taken back
+            # only when the room certainly did not decline (the meeting changed meanwhile).
+            declined = self._decline_event(room, DeclineEvent(
+                booking_key=a.booking_key, link_id=None, item_id=a.event.item_id,
+                change_key=a.event.change_key, reason=reason, start=a.event.start, end=a.event.end,
+                subject=a.event.subject), result, before=lambda: note(outcome))
+            if declined is False:
+                note(None)
+            else:
                 result.recorded = [replace(c, outcome=outcome) if c is info else c for c in result.recorded]
 
     def _look_for_clashes(self, room: Room, start: datetime, end: datetime) -> tuple[Clash, ...]:

@@ -246,6 +246,7 @@ def respond(api: Api, request: Request, mailbox: str, event_id: str, action: str
     store.declines.append({
         "mailbox": item.mailbox,
         "item_id": graph_id(target),
+        "ews_id": target.id,          # the store's own id, as the EWS side shows the item
         "master_id": graph_id(item) if isinstance(target, Occurrence) else None,
         "subject": target.subject,
         "start": target.start,
