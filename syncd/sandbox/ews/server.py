@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -29,9 +29,10 @@ from ..httpbase import Hold, LoopbackServer, Request, Response
 from .auth import Authenticator
 from .faults import FAULT_KINDS, EwsFaults
 from .ops import Context, UnsupportedOperation, first_mailbox
+from .people import StorePeople
 from .read import convert_id, find_item, get_folder, get_item, sync_folder_items
 from .soap import S, T, envelope, fault
-from .store import Item, Occurrence, Recurrence, Store, StoreError, decode_id, iana_zone
+from .store import Item, Occurrence, Recurrence, Store, decode_id, iana_zone
 from .write import create_item, delete_item, update_item
 
 __all__ = ["EwsSandbox", "Recurrence"]
@@ -50,7 +51,7 @@ OPERATIONS: dict[str, Callable[[ET.Element, Context], ET.Element]] = {
 }
 
 
-class EwsSandbox:
+class EwsSandbox(StorePeople):
     """A fake EWS server holding room calendars; see the module docstring."""
 
     def __init__(
@@ -105,110 +106,15 @@ class EwsSandbox:
         with self._lock:
             self.store.add_mailbox(smtp)
 
-    def book(
-        self,
-        mailbox: str,
-        *,
-        subject: str,
-        start: datetime | date,
-        end: datetime | date,
-        organizer: str = "alice@example.com",
-        private: bool = False,
-        all_day: bool = False,
-        recurrence: Recurrence | None = None,
-        timezone: str = "W. Europe Standard Time",
-    ) -> str:
-        """Put a meeting accepted by the room into its calendar; returns the item (or master) id.
-        Raises ValueError for naive datetimes or an end before the start, KeyError for an unknown
-        mailbox."""
-        for value in (start, end):
-            if isinstance(value, datetime) and value.tzinfo is None:
-                raise ValueError("book() needs timezone-aware datetimes")
-        with self._lock:
-            try:
-                item = self.store.create(
-                    mailbox, subject=subject, start=start, end=end, start_tz=timezone, end_tz=timezone,
-                    organizer_email=organizer, is_meeting=True, my_response="Accept", source="book",
-                    sensitivity="Private" if private else "Normal", is_all_day=all_day, recurrence=recurrence,
-                )
-            except StoreError as err:
-                if err.code == "ErrorNonExistentMailbox":
-                    raise KeyError(err.message) from None
-                raise ValueError(err.message) from None
-            return item.id
+    def _public_id(self, target: Item | Occurrence) -> str:
+        return target.id
 
-    def move(self, mailbox: str, item_id: str, start: datetime, end: datetime) -> None:
-        """The organizer moves a meeting (or one occurrence, given its id)."""
-        with self._lock:
-            target = self._target(mailbox, item_id)
-            self.store.set_times(target, start.astimezone(UTC), end.astimezone(UTC))
-            if isinstance(target, Item) and target.is_all_day:
-                self.store.snap_all_day(target)
-
-    def cancel(self, mailbox: str, item_id: str) -> None:
-        """The organizer cancels: the room's copy disappears (hard delete)."""
-        with self._lock:
-            target = self._target(mailbox, item_id)
-            if isinstance(target, Occurrence):
-                self.store.delete_occurrence(target)
-            else:
-                self.store.remove(target)
-
-    def move_occurrence(
-        self, mailbox: str, master_id: str, original_start: datetime, start: datetime, end: datetime
-    ) -> None:
-        """The organizer moves one occurrence of a series: it becomes an exception."""
-        with self._lock:
-            occ = self._occurrence(mailbox, master_id, original_start)
-            self.store.set_times(occ, start.astimezone(UTC), end.astimezone(UTC))
-
-    def cancel_occurrence(self, mailbox: str, master_id: str, original_start: datetime) -> None:
-        """The organizer cancels one occurrence of a series."""
-        with self._lock:
-            self.store.delete_occurrence(self._occurrence(mailbox, master_id, original_start))
-
-    def rename(self, mailbox: str, item_id: str, subject: str) -> None:
-        """The organizer (or the RBA rewriting subjects) changes the subject."""
-        with self._lock:
-            target = self._target(mailbox, item_id)
-            if isinstance(target, Occurrence):
-                self.store.touch_occurrence(target).subject = subject
-            else:
-                target.subject = subject
-                self.store.touch(target)
-
-    def touch(self, mailbox: str, item_id: str) -> None:
-        """A new change key and nothing else, as the Resource Booking Assistant does."""
-        with self._lock:
-            target = self._target(mailbox, item_id)
-            if isinstance(target, Occurrence):
-                self.store.touch_occurrence(target)
-            else:
-                self.store.touch(target)
-
-    def _target(self, mailbox: str, item_id: str) -> Item | Occurrence:
-        """The item or occurrence `item_id` (an EWS id, or a Graph id of a shared store) names."""
-        if decode_id(item_id) is None:
+    def _store_id(self, item_id: str) -> str:
+        if decode_id(item_id) is None:        # a Graph id of a shared store
             from ..graph.convert import graph_to_ews_id
 
-            item_id = graph_to_ews_id(item_id) or item_id
-        try:
-            target = self.store.resolve(item_id)
-        except StoreError as err:
-            raise KeyError(f"{item_id}: {err.message}") from None
-        owner = target.master.mailbox if isinstance(target, Occurrence) else target.mailbox
-        if owner != mailbox.lower():
-            raise KeyError(f"{item_id} is not in {mailbox}")
-        return target
-
-    def _occurrence(self, mailbox: str, master_id: str, original_start: datetime) -> Occurrence:
-        master = self._target(mailbox, master_id)
-        if not isinstance(master, Item) or master.recurrence is None:
-            raise KeyError(f"{master_id} is not a recurring master")
-        occ = self.store.occurrence_at(master, original_start.astimezone(UTC))
-        if occ is None:
-            raise KeyError(f"no occurrence of {master_id} starts at {original_start.isoformat()}")
-        return occ
+            return graph_to_ews_id(item_id) or item_id
+        return item_id
 
     # --- looking -----------------------------------------------------------------------
 
@@ -223,11 +129,6 @@ class EwsSandbox:
         with self._lock:
             found = self.store.expand(mailbox, start.astimezone(UTC), end.astimezone(UTC))
             return [_view_dict(x) for x in found]
-
-    def declines(self, mailbox: str) -> list[dict[str, Any]]:
-        """Declines sent on the room's behalf: item_id, subject, start, end, organizer, reason."""
-        with self._lock:
-            return [dict(d) for d in self.store.declines if d["mailbox"] == mailbox.lower()]
 
     # --- faults and journal ---------------------------------------------------------------
 
