@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import exchangelib.protocol
+import exchangelib.services.common
 import pytest
 import requests
 from exchangelib.protocol import BaseProtocol, Protocol
@@ -26,6 +27,7 @@ from pydantic import SecretStr
 
 import syncd.calendars.ews.backend
 from syncd.calendars.ews.backend import EwsCalendar
+from syncd.calendars.ews.connect import WholeBody
 from syncd.config.schema import EwsConfig
 from syncd.core.model import NewEvent, TimeWindow
 from syncd.errors import (
@@ -457,6 +459,31 @@ def test_long_window_is_read_in_pieces(make: Any, sandbox: EwsSandbox) -> None:
     assert sandbox.calls(op="FindItem") > 1
 
 
+def test_answers_reach_the_parser_in_one_piece(make: Any, sandbox: EwsSandbox,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """exchangelib parses an answer through iter_content(), one byte per chunk unless told
+    otherwise: the body, already read whole, reaches the parser in one piece."""
+    for hour in range(8, 18):
+        sandbox.book(ROOM, subject=f"Meeting {hour}", start=at(16, hour), end=at(16, hour) + timedelta(minutes=45))
+    pieces: list[int] = []
+    parse = exchangelib.services.common.to_xml
+
+    def counting(content: Any) -> Any:
+        chunks = [content] if isinstance(content, bytes) else list(content)
+        pieces.append(len(chunks))
+        return parse(b"".join(chunks))
+
+    monkeypatch.setattr(exchangelib.services.common, "to_xml", counting)
+    backend = make(config(sandbox.url))
+
+    events = backend.calendar.list_events(ROOM, WEEK)
+    ref = backend.calendar.create_event(ROOM, new_event())
+
+    assert sorted(e.subject for e in events) == sorted(f"Meeting {h}" for h in range(8, 18))
+    assert ref.item_id and sandbox.calls(op="CreateItem") == 1
+    assert pieces and set(pieces) == {1}
+
+
 def test_dense_window_is_split(make: Any, sandbox: EwsSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(syncd.calendars.ews.backend, "VIEW_MAX_ITEMS", 5)
     for i in range(12):
@@ -528,6 +555,14 @@ def test_close_lets_go_of_the_connection_pool(make: Any, sandbox: EwsSandbox) ->
     assert backend.calendar._account(ROOM).protocol is backend.calendar._protocol
 
 
+class _RawAnswer:
+    """What urllib3 hands an adapter, as little of it as build_response reads."""
+
+    status = 200
+    headers: dict[str, str] = {}
+    reason = "OK"
+
+
 @pytest.mark.parametrize(("verify", "expected"), [(False, False), ("/etc/ssl/certs/ca.pem", "/etc/ssl/certs/ca.pem"),
                                                   (True, True)])
 def test_tls_verification_setting_reaches_the_sessions(make: Any, verify: Any, expected: Any) -> None:
@@ -535,5 +570,8 @@ def test_tls_verification_setting_reaches_the_sessions(make: Any, verify: Any, e
     session = backend.calendar._protocol.create_session()
     try:
         assert session.verify == expected
+        # Either way the answers are parsed from the whole body (see the test above).
+        adapter = session.get_adapter("https://mail.example.com/EWS/Exchange.asmx")
+        assert adapter.build_response(requests.PreparedRequest(), _RawAnswer()).__class__ is WholeBody
     finally:
         session.close()

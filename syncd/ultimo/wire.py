@@ -34,10 +34,19 @@ def ci_get(mapping: Mapping[str, Any], *names: str, default: Any = None) -> Any:
     """The value under the first of `names` present in `mapping`, comparing keys without case."""
     if not isinstance(mapping, Mapping):
         return default
-    folded = {str(k).casefold(): v for k, v in mapping.items()}
+    return _pick(_folded(mapping), names, default)
+
+
+def _folded(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """`mapping` with its keys case-folded (of keys equal but for case, the last wins)."""
+    return {str(k).casefold(): v for k, v in mapping.items()}
+
+
+def _pick(folded: Mapping[str, Any], names: tuple[str, ...], default: Any = None) -> Any:
     for name in names:
-        if name.casefold() in folded:
-            return folded[name.casefold()]
+        key = name.casefold()
+        if key in folded:
+            return folded[key]
     return default
 
 
@@ -190,21 +199,26 @@ def parse_row(row: Any, space_id: str, zone: str) -> Reservation | None:
     """One row as a Reservation; None when its Status says it is cancelled."""
     if not isinstance(row, Mapping):
         raise UltimoProtocolError(f"Ultimo sent a reservation row of type {type(row).__name__}")
-    status = ci_get(row, "Status")
+    folded = _folded(row)   # once per row, not once per field: a read parses thousands of rows
+
+    def value(*names: str) -> Any:
+        return _pick(folded, names)
+
+    status = value("Status")
     status_text = None if status is None else str(status)
     if status_text and any(word in status_text.casefold() for word in _CANCELLED_WORDS):
         return None
-    ultimo_id = parse_id(ci_get(row, "UltimoId"))
-    start = parse_time(ci_get(row, "StartTime"), zone, field=f"StartTime of {ultimo_id}")
-    end = parse_time(ci_get(row, "EndTime"), zone, field=f"EndTime of {ultimo_id}")
-    prep = ci_get(row, "StartTimeIncludingPreparationTime", "StartTimeIncludingPreperationTime")
-    cleanup = ci_get(row, "EndTimeIncludingCleanupTime", "EndTimeIncludingCleanUpTime")
-    applicant = ci_get(row, "ApplicantId", "Applicant")
-    name = ci_get(row, "ApplicantName")
-    description = ci_get(row, "Description")
+    ultimo_id = parse_id(value("UltimoId"))
+    start = parse_time(value("StartTime"), zone, field=f"StartTime of {ultimo_id}")
+    end = parse_time(value("EndTime"), zone, field=f"EndTime of {ultimo_id}")
+    prep = value("StartTimeIncludingPreparationTime", "StartTimeIncludingPreperationTime")
+    cleanup = value("EndTimeIncludingCleanupTime", "EndTimeIncludingCleanUpTime")
+    applicant = value("ApplicantId", "Applicant")
+    name = value("ApplicantName")
+    description = value("Description")
     return Reservation(
         ultimo_id=ultimo_id,
-        space_id=str(ci_get(row, "SpaceId") or space_id),
+        space_id=str(value("SpaceId") or space_id),
         start=start,
         end=end,
         description="" if description is None else str(description),
