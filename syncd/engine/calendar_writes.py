@@ -1,5 +1,8 @@
 """The executor's writes to the room calendar (Ultimo -> Exchange) and its bookkeeping-only
-actions (linking a pair, refreshing or tombstoning a link), each through the journal."""
+actions (linking a pair, refreshing or tombstoning a link), each through the journal. The
+bookkeeping-only actions are due like an outcome (syncd/engine/journal.py): committed with
+the pass's next write's intent, or at its end; a crash before that loses only what the next
+pass plans again."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import structlog
+from sqlalchemy.orm import Session
 
 from syncd.core.model import (
     Room,
@@ -55,7 +59,7 @@ class CalendarWrites(Journal):
 
     def _create_event(self, room: Room, a: CreateEvent, result: ApplyResult) -> None:
         r = a.reservation
-        with self.sessions.begin() as s:
+        with self._tx(result) as s:
             link = s.get(Link, a.link_id) if a.link_id is not None else None
             if link is None:
                 link = Link(room=room.mailbox, space_id=room.space_id, origin=ORIGIN_ULTIMO, state=LINK_ACTIVE,
@@ -75,25 +79,27 @@ class CalendarWrites(Journal):
         try:
             ref = self.calendar.create_event(room.mailbox, new)
         except CalendarAuthError as e:
-            self._failed(entry_id, e, drop_link=True)
+            self._failed(entry_id, e, result, drop_link=True)
             raise SideDown(f"exchange: {e}") from e
         except CalendarError as e:
             # The event may have been created before the connection failed: settle later.
             result.errors.append(f"create Exchange event for {a.booking_key}: {e} (will be settled)")
             self._system_check(e, "exchange")
             return
-        with self.sessions.begin() as s:
+        def outcome(s: Session) -> None:
             link = s.get(Link, link_id)
             assert link is not None
             link.exchange_item_id, link.exchange_change_key = ref.item_id, ref.change_key
             link.exchange_key = ref.key or link.exchange_key
             self._finish(s, entry_id, "done")
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
+
+        self._settled(result, outcome)
         result.writes["exchange_created"] += 1
         log.info("exchange.created", room=room.mailbox, ultimo_id=r.ultimo_id, booking=a.booking_key)
 
     def _move_event(self, room: Room, a: MoveEvent, result: ApplyResult) -> None:
-        with self.sessions.begin() as s:
+        with self._tx(result) as s:
             link = s.get(Link, a.link_id)
             entry_id = self._begin(s, room, link, "exchange", "move", {
                 "item_id": a.item_id, "start": a.start.isoformat(), "end": a.end.isoformat()}).id
@@ -104,7 +110,7 @@ class CalendarWrites(Journal):
         except (StaleChangeKey, EventGone) as e:
             # Someone edited or removed it since we read it: never overwrite blindly; the
             # next read sees the newer state and plans again.
-            self._failed(entry_id, e)
+            self._failed(entry_id, e, result)
             log.info("exchange.move_skipped", room=room.mailbox, booking=a.booking_key, reason=type(e).__name__)
             return
         except (CalendarUnreachable, CalendarProtocolError) as e:
@@ -113,7 +119,7 @@ class CalendarWrites(Journal):
         except CalendarError as e:
             self._give_up(entry_id, e, f"move Exchange event {a.booking_key}", "exchange", result)
             return
-        with self.sessions.begin() as s:
+        def outcome(s: Session) -> None:
             link = s.get(Link, a.link_id)
             if link is not None:
                 advance(link, a.start, a.end)
@@ -121,10 +127,12 @@ class CalendarWrites(Journal):
                 link.exchange_key = ref.key or link.exchange_key
             self._finish(s, entry_id, "done")
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
+
+        self._settled(result, outcome)
         result.writes["exchange_moved"] += 1
 
     def _remove_event(self, room: Room, a: RemoveEvent, result: ApplyResult) -> None:
-        with self.sessions.begin() as s:
+        with self._tx(result) as s:
             link = s.get(Link, a.link_id) if a.link_id is not None else None
             entry_id = self._begin(s, room, link, "exchange", "remove", {"item_id": a.item_id}).id
         try:
@@ -138,24 +146,24 @@ class CalendarWrites(Journal):
         result.writes["exchange_removed"] += 1
 
     def _decline_event(self, room: Room, a: DeclineEvent, result: ApplyResult,
-                       before: Callable[[], None] | None = None) -> bool | None:
+                       before: Callable[[Session], None] | None = None) -> bool | None:
         """Decline a person's meeting in the room; gives True when the room declined it (or it
         was gone), False when it certainly did not (the meeting changed meanwhile), None when
-        the answer was lost or refused (it may have). `before` runs once the intent is
-        committed, just before the request: what must be on record even if syncd dies then."""
-        with self.sessions.begin() as s:
+        the answer was lost or refused (it may have). `before` runs in the intent's
+        transaction: what must be on record before the request, even if syncd dies then."""
+        with self._tx(result) as s:
             link = s.get(Link, a.link_id) if a.link_id is not None else None
             entry_id = self._begin(s, room, link, "exchange", "decline",
                                    {"item_id": a.item_id, "reason": a.reason}).id
-        if before is not None:
-            before()
+            if before is not None:
+                before(s)
         try:
             self._with_fresh_key(room, a.link_id, a.item_id, a.change_key,
                                  lambda ck: self.calendar.decline(room.mailbox, a.item_id, ck, a.reason))
         except EventGone:
             pass
         except StaleChangeKey as e:
-            self._failed(entry_id, e)
+            self._failed(entry_id, e, result)
             log.info("exchange.decline_skipped", room=room.mailbox, booking=a.booking_key, reason="changed")
             return False
         except CalendarError as e:
@@ -185,7 +193,7 @@ class CalendarWrites(Journal):
             return write(fresh.change_key)
 
     def _tombstoned(self, room: Room, link_id: int | None, key: str, entry_id: int, result: ApplyResult) -> None:
-        with self.sessions.begin() as s:
+        def outcome(s: Session) -> None:
             link = s.get(Link, link_id) if link_id is not None else None
             if link is not None:
                 link.state = LINK_CANCELLED
@@ -193,10 +201,13 @@ class CalendarWrites(Journal):
             self._finish(s, entry_id, "done")
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=key, now=self.clock())
 
+        self._settled(result, outcome)
+
 
     def _link_pair(self, room: Room, a: LinkPair, result: ApplyResult) -> None:
         ev, r = a.event, a.reservation
-        with self.sessions.begin() as s:
+
+        def link_pair(s: Session) -> None:
             link = s.get(Link, a.link_id) if a.link_id is not None else None
             if link is None:
                 link = Link(room=room.mailbox, space_id=room.space_id, origin=a.origin or ORIGIN_BOTH,
@@ -208,10 +219,12 @@ class CalendarWrites(Journal):
             link.subject = link.subject or self._subject(ev.subject, ev.private)
             link.organizer = link.organizer or ev.organizer
             advance(link, ev.start, ev.end)
+
+        result.due.append(link_pair)
         result.writes["linked"] += 1
 
     def _refresh_link(self, room: Room, a: RefreshLink, result: ApplyResult) -> None:
-        with self.sessions.begin() as s:
+        def refresh(s: Session) -> None:
             link = s.get(Link, a.link_id)
             if link is None:
                 return
@@ -223,10 +236,14 @@ class CalendarWrites(Journal):
                 link.exchange_change_key = a.change_key
             advance(link, a.start, a.end)
 
+        result.due.append(refresh)
+
     def _tombstone(self, room: Room, a: Tombstone, result: ApplyResult) -> None:
-        with self.sessions.begin() as s:
+        def tombstone(s: Session) -> None:
             link = s.get(Link, a.link_id)
             if link is not None:
                 link.state = LINK_CANCELLED
                 link.cancelled_at = self.clock()
             conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
+
+        result.due.append(tombstone)

@@ -1,11 +1,16 @@
 """The executor: carries out one room's plan, journalling every remote write.
 
-For every write to Ultimo or Exchange, three steps, each its own transaction:
+For every write to Ultimo or Exchange, three steps:
 
     1. intent   a `journal` row (status `pending`) and the link's `intent` are committed
     2. write    the call to Ultimo or Exchange
     3. outcome  the link advances, the journal row is settled (`done` / `failed`) and the
                 intent cleared, together
+
+Step 3 of one write and step 1 of the next are one transaction (syncd/engine/journal.py:
+the outcome is due until the pass's next commit; the last write's outcome is committed
+alone when the pass ends), so a pass commits once per write. Whatever the pass recorded is
+committed before its next write is sent.
 
 A crash between 1 and 3 leaves a pending journal row and a link with an intent.
 `settle_room` (syncd/engine/settle.py) runs before anything else touches that room again and decides from the
@@ -122,7 +127,8 @@ class Executor(CalendarWrites, Settling):
         """Carry out `plan` for `room`; never raises for a failed action (see ApplyResult)."""
         result = ApplyResult()
         now = self.clock()
-        with self.sessions.begin() as s:
+
+        def plan_conflicts(s: Session) -> None:
             for key in plan.resolved:
                 result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=key, now=now)
             for info in plan.conflicts:
@@ -134,18 +140,34 @@ class Executor(CalendarWrites, Settling):
                 # The booking's newest problem replaces the older ones (whose cause is gone).
                 result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=info.booking_key, now=now,
                                                      kinds=[k for k in CONFLICT_KINDS if k != info.kind])
+
+        # Committed with the first write's intent (or at the end): a crash before that
+        # loses nothing the next pass does not plan again.
+        result.due.append(plan_conflicts)
         down: set[str] = set()
-        for action in plan.actions:
-            if action.side in down:
-                continue
-            if action.side != "db" and self.stop.is_set():
-                break
+        try:
+            for action in plan.actions:
+                if action.side in down:
+                    continue
+                if action.side != "db" and self.stop.is_set():
+                    break
+                try:
+                    self._apply_one(room, action, result)
+                except SideDown as e:
+                    down.add(action.side)
+                    result.failed_system = result.failed_system or action.side
+                    result.errors.append(str(e))
+        except Exception:
+            # A fault of syncd's own: still record the outcomes already answered, if the
+            # database lets us (else their journal rows are settled on the next pass).
             try:
-                self._apply_one(room, action, result)
-            except SideDown as e:
-                down.add(action.side)
-                result.failed_system = result.failed_system or action.side
-                result.errors.append(str(e))
+                self._commit_due(result)
+            except Exception:  # noqa: BLE001 - the first failure is the one to report
+                log.warning("executor.outcomes_not_recorded", room=room.mailbox, exc_info=True)
+            raise
+        # The last write's outcome, alone. (Not on a BaseException: like a killed process,
+        # that leaves its journal row pending for settling.)
+        self._commit_due(result)
         return result
 
     def _apply_one(self, room: Room, action: Action, result: ApplyResult) -> None:
@@ -167,7 +189,7 @@ class Executor(CalendarWrites, Settling):
 
     def _create_reservation(self, room: Room, a: CreateReservation, result: ApplyResult) -> None:
         ev = a.event
-        with self.sessions.begin() as s:
+        with self._tx(result) as s:
             link = s.get(Link, a.link_id) if a.link_id is not None else None
             if link is None:
                 link = Link(room=room.mailbox, space_id=room.space_id, origin=ORIGIN_EXCHANGE, state=LINK_ACTIVE,
@@ -189,19 +211,22 @@ class Executor(CalendarWrites, Settling):
             result.errors.append(f"create for {a.booking_key}: {e} (will be settled before the next write)")
             raise SideDown(f"ultimo: {e}") from e
         except UltimoRejected as e:
-            self._failed(entry_id, e, drop_link=True)
+            self._failed(entry_id, e, result, drop_link=True)
             self._rejected(room, a, e, result)
             return
         except UltimoError as e:
             self._give_up(entry_id, e, f"create Ultimo reservation for {a.booking_key}", "ultimo", result, drop_link=True)
             return
-        with self.sessions.begin() as s:
+        result.created[a.booking_key] = ultimo_id
+
+        def outcome(s: Session) -> None:
             link = s.get(Link, link_id)
             assert link is not None
             link.ultimo_id = ultimo_id
             self._finish(s, entry_id, "done")
-            result.created[a.booking_key] = ultimo_id
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
+
+        self._settled(result, outcome)
         result.writes["ultimo_created"] += 1
         log.info("ultimo.created", room=room.mailbox, ultimo_id=ultimo_id, booking=a.booking_key)
 
@@ -244,20 +269,22 @@ class Executor(CalendarWrites, Settling):
             reason = decline_reason(room.space_id, clashes, start, e.ultimo_message, self.display_zone)
             outcome = f"declined in the room's calendar: {reason}"
 
-            def note(text: str | None) -> None:
-                with self.sessions.begin() as s:
-                    conflicts.note_outcome(s, room=room.mailbox, booking_key=a.booking_key, kind=kind, outcome=text)
+            def note(text: str | None) -> Callable[[Session], None]:
+                return lambda s: conflicts.note_outcome(s, room=room.mailbox, booking_key=a.booking_key, kind=kind,
+                                                        outcome=text)
 
-            # On record before the request: a decline whose answer is lost, or that syncd dies
-            # right after, has still told the organizer; the conflict must say so. Taken back
-            # only when the room certainly did not decline (the meeting changed meanwhile).
+            # On record before the request (in the decline's intent, with the refusal and the
+            # conflict): a decline whose answer is lost, or that syncd dies right after, has
+            # still told the organizer; the conflict must say so. Taken back only when the
+            # room certainly did not decline (the meeting changed meanwhile).
             declined = self._decline_event(room, DeclineEvent(
                 booking_key=a.booking_key, link_id=None, item_id=a.event.item_id,
                 change_key=a.event.change_key, reason=reason, start=a.event.start, end=a.event.end,
-                subject=a.event.subject), result, before=lambda: note(outcome))
+                subject=a.event.subject), result, before=note(outcome))
             if declined is False:
-                note(None)
+                result.due.append(note(None))
             else:
+                # The decline's intent has run the conflict's record: `info` is in `recorded`.
                 result.recorded = [replace(c, outcome=outcome) if c is info else c for c in result.recorded]
 
     def _look_for_clashes(self, room: Room, start: datetime, end: datetime) -> tuple[Clash, ...]:
@@ -272,7 +299,7 @@ class Executor(CalendarWrites, Settling):
         return occupying(start, end, found)
 
     def _move_reservation(self, room: Room, a: MoveReservation, result: ApplyResult) -> None:
-        with self.sessions.begin() as s:
+        with self._tx(result) as s:
             link = s.get(Link, a.link_id)
             entry = self._begin(s, room, link, "ultimo", "move", {
                 "ultimo_id": a.ultimo_id, "start": a.start.isoformat(), "end": a.end.isoformat()})
@@ -280,7 +307,7 @@ class Executor(CalendarWrites, Settling):
         try:
             self.ultimo.update_reservation(a.ultimo_id, a.start, a.end)
         except UltimoRejected as e:
-            self._failed(entry_id, e)
+            self._failed(entry_id, e, result)
             self._rejected(room, a, e, result)
             return
         except (UltimoTransient, UltimoProtocolError) as e:
@@ -290,22 +317,24 @@ class Executor(CalendarWrites, Settling):
         except UltimoError as e:
             self._give_up(entry_id, e, f"move Ultimo reservation {a.ultimo_id}", "ultimo", result)
             return
-        with self.sessions.begin() as s:
+        def outcome(s: Session) -> None:
             link = s.get(Link, a.link_id)
             if link is not None:
                 advance(link, a.start, a.end)
             self._finish(s, entry_id, "done")
             result.resolved += conflicts.resolve(s, room=room.mailbox, booking_key=a.booking_key, now=self.clock())
+
+        self._settled(result, outcome)
         result.writes["ultimo_moved"] += 1
 
     def _cancel_reservation(self, room: Room, a: CancelReservation, result: ApplyResult) -> None:
-        with self.sessions.begin() as s:
+        with self._tx(result) as s:
             link = s.get(Link, a.link_id)
             entry_id = self._begin(s, room, link, "ultimo", "cancel", {"ultimo_id": a.ultimo_id}).id
         try:
             self.ultimo.cancel_reservation(a.ultimo_id)
         except ReservationInPast as e:
-            self._failed(entry_id, e)
+            self._failed(entry_id, e, result)
             tried = Clash(kind="attempt", action=f"cancel Ultimo reservation {a.ultimo_id}", start=a.start,
                           end=a.end, ultimo_id=a.ultimo_id, message=e.ultimo_message)
             self._conflict(room, ConflictInfo(kind=RESERVATION_IN_PAST, message=e.ultimo_message,

@@ -1,15 +1,30 @@
 """The journal every remote write goes through, shared by the executor's write handlers.
 
-Step 1 (`_begin`: the intent, committed before the write) and step 3 (`_finish`, `_failed`:
+Step 1 (`_begin`: the intent, committed before the write) and step 3 (`_settled`, `_failed`:
 the outcome) of the executor's three steps, the conflict bookkeeping, and what counts as a
 whole system failing (`SYSTEM_FAILURES`: the remaining writes to that side stop for the room).
+
+One commit per remote write. An outcome is not committed on its own: it is *due*
+(`ApplyResult.due`) and goes into the pass's next transaction (`_tx`), which is the next
+write's intent, or the pass's last commit (`_commit_due`) after its last write. So the
+intent of write k+1 and everything the pass recorded since write k (its outcome, a refusal,
+a conflict, a link) are one transaction, committed before write k+1 is sent. What a crash
+can then lose is only what came after the last commit: write k's outcome (its journal row
+stays `pending`, settled from the remote side before the room is planned again, exactly as
+a crash between a write and its outcome always was) and bookkeeping the next pass plans
+again. It never loses anything a later write was sent on.
+
+Not combined: the Ultimo client's call ledger (its own transactions, each committed before
+the call leaves: the quota must hold across a crash whatever the journal does) and settling
+(one transaction per interrupted write, before the pass plans anything).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -56,6 +71,9 @@ CONFLICT_KINDS = (ROOM_UNAVAILABLE, RESERVATION_IN_PAST, CHANGED_ON_BOTH_SIDES, 
 WRITE_KEYS = ("ultimo_created", "ultimo_moved", "ultimo_cancelled", "exchange_created", "exchange_moved",
               "exchange_removed", "exchange_declined", "linked")
 
+# What a pass recorded but has not committed yet (an outcome, a conflict): run in its next transaction.
+Due = Callable[[Session], None]
+
 
 @dataclass
 class ApplyResult:
@@ -68,6 +86,7 @@ class ApplyResult:
     failed_system: str | None = None
     created: dict[str, str] = field(default_factory=dict)   # booking key -> UltimoId created this pass
     recorded: list[ConflictInfo] = field(default_factory=list)   # the conflicts new this pass, for people
+    due: list[Due] = field(default_factory=list, repr=False)     # not committed yet: see Journal._tx
 
 
 class SideDown(Exception):
@@ -86,9 +105,27 @@ class Journal:
     mask_private: bool
 
 
+    @contextmanager
+    def _tx(self, result: ApplyResult) -> Iterator[Session]:
+        """A transaction of the pass that first records what is due (the outcomes of writes
+        already answered, their conflicts, links): committed together when the block ends.
+        An exception rolls all of it back; the journal rows of those outcomes stay pending."""
+        due, result.due = result.due, []
+        with self.sessions.begin() as s:
+            for record in due:
+                record(s)
+                s.flush()   # in the order they happened (one flush would order them by table)
+            yield s
+
+    def _commit_due(self, result: ApplyResult) -> None:
+        """The pass's last commit: what is due after its last write (nothing when nothing is)."""
+        if result.due:
+            with self._tx(result):
+                pass
+
     def _begin(self, s: Session, room: Room, link: Link | None, side: str, kind: str,
                payload: dict[str, Any]) -> JournalEntry:
-        """Step 1: the intent, in the caller's transaction (committed before the write)."""
+        """Step 1: the intent, in the caller's transaction (`_tx`: committed before the write)."""
         now = self.clock()
         if link is not None:
             link.intent = f"{kind}_{side}"
@@ -100,6 +137,12 @@ class Journal:
         s.add(entry)
         s.flush()
         return entry
+
+    def _settled(self, result: ApplyResult, outcome: Due) -> None:
+        """Step 3 for a write that was answered: `outcome` (the link advances, the journal row
+        is closed) is due, committed with the pass's next transaction. Until then a crash
+        leaves the row pending, and settling finds the write's result on the remote side."""
+        result.due.append(outcome)
 
     def _finish(self, s: Session, entry_id: int, status: str, error: str | None = None) -> None:
         entry = s.get(JournalEntry, entry_id)
@@ -113,9 +156,10 @@ class Journal:
                 link.intent = None
                 link.intent_at = None
 
-    def _failed(self, entry_id: int, error: Exception, *, drop_link: bool = False) -> None:
-        """Step 3 for a write that did not happen: settle the journal, keep the link as it was."""
-        with self.sessions.begin() as s:
+    def _failed(self, entry_id: int, error: Exception, result: ApplyResult, *, drop_link: bool = False) -> None:
+        """Step 3 for a write that did not happen (due, as `_settled`): settle the journal,
+        keep the link as it was (or drop the link a create made)."""
+        def outcome(s: Session) -> None:
             entry = s.get(JournalEntry, entry_id)
             link_id = entry.link_id if entry is not None else None
             self._finish(s, entry_id, "failed", str(error))
@@ -125,20 +169,25 @@ class Journal:
                     detach_journal(s, link_id)
                     s.delete(link)
 
+        result.due.append(outcome)
+
     def _conflict(self, room: Room, info: ConflictInfo, link_id: int | None, result: ApplyResult) -> None:
-        with self.sessions.begin() as s:
+        """Record `info` (due: committed with the pass's next transaction, before any later write)."""
+        def record(s: Session) -> None:
             before = open_count(s, room.mailbox, info.booking_key, info.kind)
             conflicts.record(s, room=room.mailbox, space_id=room.space_id, info=info, link_id=link_id,
                              now=self.clock())
-        result.conflicts_new += 0 if before else 1
-        if not before:
-            result.recorded.append(info)
+            result.conflicts_new += 0 if before else 1
+            if not before:
+                result.recorded.append(info)
+
+        result.due.append(record)
 
     def _give_up(self, entry_id: int, e: Exception, what: str, side: str, result: ApplyResult, *,
                  drop_link: bool = False) -> None:
         """A write failed: settle its journal row, report it, and stop writing to `side`
         for this room when the whole system is failing."""
-        self._failed(entry_id, e, drop_link=drop_link)
+        self._failed(entry_id, e, result, drop_link=drop_link)
         result.errors.append(f"{what}: {e}")
         self._system_check(e, side)
 
