@@ -30,10 +30,12 @@ from syncharness import ROOMS, World, at
 from syncd.calendars.ews.backend import EwsCalendar
 from syncd.commands.cli import main
 from syncd.config.schema import Config
-from syncd.engine.cycle import SyncEngine
+from syncd.engine.cycle import SyncEngine, start_run
 from syncd.service import lock
+from syncd.service.bucket import PacerSnapshot
 from syncd.service.daemon import Service, ServiceOptions
-from syncd.service.pacer import Pacer
+from syncd.service.pacer import Pacer, save_snapshot
+from syncd.service.rates import DayProfile
 from syncd.store.db import session_factory
 from syncd.store.schema import Run
 from syncd.ultimo.budget import RateLimiter
@@ -333,6 +335,26 @@ def test_status_shows_rooms_budget_and_whether_the_service_runs(world: World, tm
     assert "Service: not running (last run ended" in out and ", ok)" in out
     assert "Open conflicts: 1" in out
     assert "Times in Europe/Amsterdam" in out
+
+
+def test_status_says_over_which_hours_reads_are_spread(world: World, tmp_path: Path, capfd) -> None:
+    """Nothing learned: evenly. After a service kept a profile of office-hour changes: the
+    hours, in display.timezone (Amsterdam: UTC 07-17 is 08:00-18:00 in winter)."""
+    config = write_config(world, tmp_path / "config.yaml")
+    capfd.readouterr()
+    main(["--config", str(config), "status"])
+    assert "Over the day: reads are spread evenly" in capfd.readouterr().out
+    profile = DayProfile()
+    t0 = datetime(2026, 1, 5, tzinfo=UTC).timestamp()
+    for hour in range(3 * 24):
+        t = t0 + hour * 3600.0
+        profile.observe(6 if hour % 24 in range(7, 17) else 0, [(t, t + 3600.0, 1.0)], t + 3600.0)
+    now = datetime(2026, 1, 8, tzinfo=UTC)
+    save_snapshot(world.db, start_run(world.db, "service", now), PacerSnapshot(0.0, now, "2026-01-08", 0,
+                                                                             profile=profile.to_json()))
+    main(["--config", str(config), "status"])
+    out = capfd.readouterr().out
+    assert "Over the day: Ultimo bookings change mostly 08:00-18:00: reads follow" in out, out
 
 
 def test_status_exits_1_when_a_room_failed(world: World, tmp_path: Path, capfd) -> None:

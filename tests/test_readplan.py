@@ -21,7 +21,15 @@ from sqlalchemy.pool import StaticPool
 
 from syncd.engine.cycle import start_run
 from syncd.errors import BudgetExhausted
-from syncd.service.pacer import Pacer, PacingWait, last_snapshot, save_snapshot, start_hold_off, start_level
+from syncd.service.pacer import (
+    Pacer,
+    PacingWait,
+    last_snapshot,
+    save_snapshot,
+    start_hold_off,
+    start_level,
+    start_state,
+)
 from syncd.service.readplan import (
     FULL,
     NEAR,
@@ -149,13 +157,16 @@ def test_small_room_always_reads_the_full_window():
 
 
 def test_recent_activity_puts_a_room_ahead_of_an_equally_stale_quiet_one():
-    p = planner(rooms=("quiet", "active"), level=51, daily_budget=150)   # the bound is hours away
+    # The boost is off by default (the learned rates do its work); on, it still orders.
+    p = planner(rooms=("quiet", "active"), level=51, daily_budget=150, activity_boost=4.0, period_cap=3.0)
+    assert p.bound() > 2 * 3600                                              # the bounds are hours away
     for room in ("quiet", "active"):
         p.load(room, ultimo_read_at=T0, changed_at=None, rows=10)
     now = T0 + timedelta(hours=1)
     p.bucket = TokenBucket(100, p.policy.rate, 51, now)
     p.note_change("active", now - timedelta(minutes=5))
     assert [c.room for c in p.queue(now)] == ["active", "quiet"]
+    assert all(c.score < 1e12 for c in p.queue(now))                          # by value, not forced
     assert p.claim("quiet", now) is None
     assert p.claim("active", now) is not None
 
@@ -322,9 +333,10 @@ class Service:
     def __init__(self, engine, clock: VClock, budget: int, per10: int, interval: int, rooms: list[str]) -> None:
         self.clock = clock
         self.policy = ReadPolicy.for_budget(budget, per10, interval_seconds=interval)
-        level = start_level(engine, self.policy, clock.now())
+        taken = start_state(engine, self.policy, clock.now())
         hold_off = start_hold_off(engine, clock.now(), 10.0)
-        self.pacer = Pacer(self.policy, rooms, DailyBudget(engine, budget, clock.now), level=level,
+        self.pacer = Pacer(self.policy, rooms, DailyBudget(engine, budget, clock.now), level=taken.level,
+                           window=taken.window, profile=taken.profile,
                            now=clock.now, sleep=clock.sleep, max_wait=60, hold_off=hold_off)
         self.limiter = RateLimiter(per10, 10.0, clock=clock.mono, sleep=clock.sleep)
         self.run_id = start_run(engine, "service", clock.now())
@@ -376,7 +388,10 @@ def simulate(budget, per10, n_rooms, interval, start, hours, write_chance, write
                 if grant is not None:
                     for _ in range(rng.randint(1, grant.cost + 1)):
                         svc.call(calls)
-                    svc.pacer.done(grant, ok=True, rows=rng.choice([None, 10, 150, 400]))
+                    # Changes found in office hours only: the learned profile moves the
+                    # shapes of the buckets, which the 24-hour window must survive.
+                    found = rng.randint(0, 4) if 7 <= clock.now().hour < 17 else 0
+                    svc.pacer.done(grant, ok=True, rows=rng.choice([None, 10, 150, 400]), found=found)
                 if rng.random() < write_chance:
                     for _ in range(rng.randint(1, write_burst)):
                         svc.call(calls)

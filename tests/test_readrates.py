@@ -90,7 +90,8 @@ def test_no_whole_window_waits_past_the_bound_whatever_the_plan_prefers(spread_s
     worst = max([worst] + [(t - last[r]).total_seconds() for r in rooms])
     assert worst <= bound
     # ... and the busy rooms get far more of the reads than their share of the rooms.
-    assert sum(reads[r] for r in rooms[:5]) > 0.3 * sum(reads.values())
+    # (the period cap keeps the cold ones read too: about twice their share, not more)
+    assert sum(reads[r] for r in rooms[:5]) > 2 * len(rooms[:5]) / len(rooms) * sum(reads.values())
 
 
 def _grant(p: ReadPlanner, room: str, t: datetime) -> ReadGrant:

@@ -47,7 +47,7 @@ from syncd.errors import CalendarError, SyncdError, UsageError
 from syncd.service import lock
 from syncd.service.health import HealthServer, HealthSnapshot
 from syncd.service.metrics import ServiceMetrics
-from syncd.service.pacer import Pacer, save_snapshot, start_hold_off, start_level
+from syncd.service.pacer import Pacer, save_snapshot, start_hold_off, start_state
 from syncd.service.rates import RateState
 from syncd.service.readplan import FULL, NEAR, ReadGrant, ReadPolicy
 from syncd.service.sdnotify import Notifier
@@ -194,8 +194,9 @@ class Service:
         names = [r.mailbox for r in self.rooms]
         policy = ReadPolicy.from_config(self.cfg)
         hold_off = self.options.hold_off if self.options.hold_off is not None else start_hold_off(engine, now)
+        taken = start_state(engine, policy, now)
         pacer = Pacer(policy, names, DailyBudget(engine, self.cfg.ultimo.daily_call_budget),
-                      level=start_level(engine, policy, now), sleep=self.stop_event.wait,
+                      level=taken.level, window=taken.window, profile=taken.profile, sleep=self.stop_event.wait,
                       max_wait=self.options.pacer_max_wait, hold_off=hold_off)
         pacer.observe_ledger(engine)
         self._pacer = pacer
@@ -206,6 +207,7 @@ class Service:
                   "worst_case_bound_s": round(estimate.bound_seconds or 0),
                   "staleness": {r.room: {"near_term_s": round(r.near_seconds), "far_s": round(r.far_seconds)}
                                 for r in estimate.rooms}}
+        fields["day_profile"] = pacer.planner.day_message(self.cfg.display_zone, now)
         if estimate.fresh:
             log.info("service.ultimo_budget", message=estimate.message(), **fields)
         else:

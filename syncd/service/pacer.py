@@ -14,12 +14,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.errors import BudgetExhausted, DatabaseError
+from syncd.service.bucket import CallWindow, epoch
 from syncd.service.rates import RateState
 from syncd.service.readplan import (
     PacerSnapshot,
@@ -66,6 +68,8 @@ class Pacer:
         sleep: Callable[[float], object] = time.sleep,
         max_wait: float = 60.0,
         hold_off: float = 10.0,
+        window: CallWindow | None = None,
+        profile: dict[str, object] | None = None,
     ) -> None:
         self.policy = policy
         self.daily = daily
@@ -76,6 +80,10 @@ class Pacer:
         start = now()
         self._not_before = start + timedelta(seconds=hold_off)
         self.planner = ReadPlanner(policy, rooms, TokenBucket(policy.capacity, policy.rate, level, start))
+        if profile is not None:
+            self.planner.load_profile(profile, start)
+        # The calls of the last 24 hours: no call while they are the daily budget.
+        self.window = window if window is not None else CallWindow(policy.daily_budget)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._own = 0                       # own calls since the ledger was last observed
@@ -94,9 +102,11 @@ class Pacer:
         while True:
             with self._lock:
                 now = self._now()
-                wait = max(self.planner.bucket.seconds_until(n, now), (self._not_before - now).total_seconds())
+                wait = max(self.planner.bucket.seconds_until(n, now), (self._not_before - now).total_seconds(),
+                           self.window.seconds_until(n, epoch(now)))
                 if wait <= 0:
                     self.daily.spend(n)
+                    self.window.add(n, epoch(now))
                     self.planner.bucket.take(n, now)
                     self._own += n
                     self.calls += n
@@ -182,7 +192,9 @@ class Pacer:
                 total = sum(counts.values()) - self._seen_calls
                 foreign = max(0, total - self._own)
             if foreign:
-                self.planner.bucket.take(foreign, self._now())
+                now = self._now()
+                self.planner.bucket.take(foreign, now)
+                self.window.add(foreign, epoch(now))    # made by now: counted as if now
             self._seen_day, self._seen_calls, self._own = today, counts.get(today, 0), 0
             return foreign
 
@@ -190,7 +202,9 @@ class Pacer:
         """The bucket now and the ledger's count of today, read together."""
         with self._lock:
             now = self._now()
-            return PacerSnapshot(self.planner.bucket.level(now), now, self.daily.today(), self.daily.spent_today())
+            return PacerSnapshot(self.planner.bucket.level(now), now, self.daily.today(), self.daily.spent_today(),
+                                 window=tuple(self.window.bins(epoch(now))),
+                                 profile=self.planner.profile.to_json())
 
 
 # --- persistence -------------------------------------------------------------------------
@@ -247,16 +261,50 @@ def last_snapshot(engine: Engine) -> PacerSnapshot | None:
 def start_level(engine: Engine, policy: ReadPolicy, now: datetime) -> float:
     """The level a starting service may give its bucket (readplan.initial_level), from
     the ledger and the predecessor's snapshot."""
+    return start_state(engine, policy, now).level
+
+
+@dataclass(frozen=True, slots=True)
+class StartState:
+    """What a starting service takes over: its bucket's level, the calls of the last 24
+    hours, and the learned day profile (None: nothing learned yet)."""
+
+    level: float
+    window: CallWindow
+    profile: dict[str, object] | None
+
+
+def start_state(engine: Engine, policy: ReadPolicy, now: datetime) -> StartState:
+    """From the ledger and the predecessor's snapshot (see `initial_level`): the window
+    holds the snapshot's calls and every call the ledger counted since, each placed as
+    late as it can have been made (so it counts at least as long as it should); without
+    a snapshot, yesterday's calls (UTC) are placed at midnight and today's now. Calls of
+    the days before yesterday are over 24 hours old."""
     today = now.astimezone(UTC).date()
     yesterday = (today - timedelta(days=1)).isoformat()
     counts = ledger_counts(engine, yesterday)
     two_days = counts.get(yesterday, 0) + counts.get(today.isoformat(), 0)
     snap = last_snapshot(engine)
     since = None
+    unknown = {d: counts.get(d, 0) for d in (yesterday, today.isoformat())}
+    window = CallWindow(policy.daily_budget)
     if snap is not None and date.fromisoformat(snap.ledger_day) <= today:
         later = ledger_counts(engine, snap.ledger_day)
         since = max(0, sum(later.values()) - snap.ledger_calls)
-    return initial_level(policy, now, calls_last_two_days=two_days, snapshot=snap, calls_since_snapshot=since)
+        if snap.window is not None:
+            window = CallWindow(policy.daily_budget, snap.window)
+            unknown = {d: n - (snap.ledger_calls if d == snap.ledger_day else 0) for d, n in later.items()}
+    midnight = datetime.combine(today, datetime.min.time(), UTC).timestamp()
+    for day, n in unknown.items():
+        if day == today.isoformat():
+            window.add(max(0, n), epoch(now))
+        elif day == yesterday:
+            window.add(max(0, n), midnight - 1.0)
+    profile = snap.profile if snap is not None else None
+    shape = ReadPlanner.shapes_for(policy, profile)[0]
+    level = initial_level(policy, now, calls_last_two_days=two_days, snapshot=snap, calls_since_snapshot=since,
+                          shape=shape)
+    return StartState(level, window, profile)
 
 
 def save_snapshot(engine: Engine, run_id: int, snapshot: PacerSnapshot, extra: dict[str, object] | None = None,

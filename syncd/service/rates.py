@@ -18,10 +18,12 @@ Pure: no I/O, no clock; times are epoch seconds passed in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta, tzinfo
 
-__all__ = ["ChangeRates", "RateState"]
+__all__ = ["ChangeRates", "DayProfile", "RateState", "busy_hours", "hour_seconds", "read_shape"]
 
 DAY = 86400.0
 
@@ -52,8 +54,13 @@ class ChangeRates:
         self.near_share = near_share
         self._rooms: dict[str, RateState] = {}
         self._dirty: set[str] = set()
-        self._kappa: tuple[int, float] | None = None
+        self._kappa: tuple[tuple[int, float], float] | None = None
         self._version = 0
+
+    @property
+    def version(self) -> int:
+        """Moves whenever a count does."""
+        return self._version
 
     def state(self, room: str) -> RateState:
         return self._rooms.setdefault(room, RateState())
@@ -87,16 +94,17 @@ class ChangeRates:
     def kappa(self, sizes: dict[str, int | None]) -> float:
         """Changes per second per booking over every room (the prior's scale), with the
         prior time of the default's weight."""
-        if self._kappa is not None and self._kappa[0] == self._version:
+        total = sum(_size(sizes.get(r)) for r in sizes)
+        if self._kappa is not None and self._kappa[0] == (self._version, total):
             return self._kappa[1]
-        weight = self.prior_time * sum(_size(sizes.get(r)) for r in sizes)
+        weight = self.prior_time * total
         num = self.default_kappa * weight
         den = weight
         for room, st in self._rooms.items():
             num += st.changes
             den += st.exposure * _size(sizes.get(room))
         k = num / den if den > 0 else self.default_kappa
-        self._kappa = (self._version, k)
+        self._kappa = ((self._version, total), k)
         return k
 
     def rate(self, room: str, rows: int | None, kappa: float) -> float:
@@ -120,3 +128,150 @@ class ChangeRates:
 
 def _size(rows: int | None) -> float:
     return float((rows or 0) + 10)
+
+
+HOUR = 3600.0
+
+
+def hour_seconds(since: float, until: float) -> list[float]:
+    """Seconds of [since, until) in each UTC hour of the day (index 0: 00:00-01:00 UTC)."""
+    out = [0.0] * 24
+    if until <= since:
+        return out
+    days = int((until - since) // DAY)
+    if days:
+        out = [days * HOUR] * 24
+        since += days * DAY
+    t = since
+    while t < until:
+        start = (t // HOUR) * HOUR
+        end = min(until, start + HOUR)
+        out[int(start // HOUR) % 24] += end - t
+        t = end
+    return out
+
+
+class DayProfile:
+    """When in the day Ultimo-side changes happen, pooled over every room.
+
+    Per UTC hour: the changes reads found there, and the exposure there (seconds of the
+    hour a read covered, times the room's rate relative to the average room's). A read
+    learns only that its changes happened since the part it read was last read, so they
+    are spread over those hours in proportion to what the profile expects of each (an
+    estimate that sharpens as reads are frequent where changes are). An hour's weight is
+    (found + prior) / (flat + prior), where flat is what the hour would hold of all the
+    changes found if they came evenly over the exposure; 24 of them scaled to mean 1.
+    Relative rates and a total matched to what was found keep the weights free of the
+    level the rates have been learned to (on a first day, a level still rising would make
+    its later hours look quiet). With nothing learned every hour weighs the same. Counts
+    decay with a half-life of days, so a changed working pattern is learned again within
+    a week or two. Pure: epoch seconds passed in.
+    """
+
+    def __init__(self, *, half_life_days: float = 7.0, prior_changes: float = 2.0) -> None:
+        self.half_life = half_life_days * DAY
+        self.prior = prior_changes
+        self.found = [0.0] * 24
+        self.expected = [0.0] * 24
+        self.at: float | None = None
+        self.version = 0
+
+    def _decay(self, t: float) -> None:
+        if self.at is not None and t > self.at:
+            f = 0.5 ** ((t - self.at) / self.half_life)
+            self.found = [x * f for x in self.found]
+            self.expected = [x * f for x in self.expected]
+        if self.at is None or t > self.at:
+            self.at = t
+
+    def weights(self) -> list[float]:
+        """The 24 hourly weights (UTC hours), mean 1."""
+        found, exposure = sum(self.found), sum(self.expected)
+        scale = found / exposure if exposure > 0 else 0.0
+        raw = [(f + self.prior) / (e * scale + self.prior) for f, e in zip(self.found, self.expected, strict=True)]
+        mean = sum(raw) / 24
+        return [x / mean for x in raw]
+
+    def observe(self, found: int, parts: list[tuple[float, float, float]], at: float) -> None:
+        """A read at `at` found `found` changes in the parts it read, each given as (since,
+        until, weight: the room's rate relative to the average room's times the part's
+        share of its changes)."""
+        cover = [0.0] * 24
+        for since, until, rate in parts:
+            if rate > 0:
+                for h, s in enumerate(hour_seconds(since, until)):
+                    cover[h] += s * rate
+        if not any(cover) and found <= 0:
+            return
+        self._decay(at)
+        w = self.weights()
+        pull = [c * x for c, x in zip(cover, w, strict=True)]
+        total = sum(pull)
+        for h in range(24):
+            self.expected[h] += cover[h]
+            if found > 0 and total > 0:
+                self.found[h] += found * pull[h] / total
+        self.version += 1
+
+    def to_json(self) -> dict[str, object]:
+        return {"found": [round(x, 4) for x in self.found], "expected": [round(x, 4) for x in self.expected],
+                "at": self.at}
+
+    def load(self, data: object) -> bool:
+        """Take what a predecessor kept (see `to_json`); False (nothing taken) when malformed."""
+        try:
+            d = dict(data)  # type: ignore[call-overload]
+            found = [max(0.0, float(x)) for x in d["found"]]
+            expected = [max(0.0, float(x)) for x in d["expected"]]
+            at = None if d.get("at") is None else float(d["at"])
+        except (TypeError, KeyError, ValueError):
+            return False
+        if len(found) != 24 or len(expected) != 24 or not all(map(math.isfinite, found + expected)):
+            return False
+        self.found, self.expected, self.at = found, expected, at
+        self.version += 1
+        return True
+
+
+def read_shape(weights: list[float], floor: float) -> list[float]:
+    """How reads should spread over the day given when changes happen (hourly `weights`,
+    mean 1): the square-root rule over time (reads where changes are, as the square
+    root of their rate, which keeps the mean lag least for a fixed number of reads),
+    never below `floor` of the average so the quiet hours keep the worst-case bound.
+    An hour is read at least as its hour before is: a change made late in a busy hour
+    waits for the reads after it, which a sharp drop at the end of the day would thin."""
+    shape = [math.sqrt(max(0.0, w, weights[h - 1])) for h, w in enumerate(weights)]
+    for _ in range(50):
+        mean = sum(shape) / 24
+        if mean <= 0:
+            return [1.0] * 24
+        nxt = [max(floor, x / mean) for x in shape]
+        if all(abs(a - b) < 1e-9 for a, b in zip(nxt, shape, strict=True)):
+            break
+        shape = nxt
+    mean = sum(shape) / 24
+    return [x / mean for x in shape]
+
+
+def busy_hours(profile: DayProfile, zone: tzinfo, *, at: datetime | None = None, least: float = 20.0) -> str | None:
+    """The hours (in `zone`, on the day of `at`) when changes come above the day's average,
+    e.g. "07:00-18:00", or None while fewer than `least` changes have been learned."""
+    if sum(profile.found) < least:
+        return None
+    w = profile.weights()
+    day = (at or datetime.now(UTC)).astimezone(zone).date()
+    midnight = datetime.combine(day, time(0), zone).astimezone(UTC)
+    local = []        # (local start, busy) per UTC hour of that day
+    for h in range(24):
+        start = midnight + timedelta(hours=h)
+        local.append((start.astimezone(zone), w[start.hour] > 1.0))
+    spans: list[list[datetime]] = []
+    for start, busy in local:
+        if busy:
+            if spans and spans[-1][1] == start:
+                spans[-1][1] = start + timedelta(hours=1)
+            else:
+                spans.append([start, start + timedelta(hours=1)])
+    if not spans:
+        return None
+    return ", ".join(f"{a:%H:%M}-{b:%H:%M}" for a, b in spans)

@@ -8,14 +8,22 @@ writes, so writes go first, and have a bucket of their own refilled at their sha
 the rate (`1 - write_share`): the rest is banked, up to the main bucket's size, for the
 writes of the busy hours.
 
+The day. Both buckets refill along a `Shape` learned from when Ultimo-side changes come
+(`syncd.service.rates.DayProfile`, pooled over rooms): reads as the square root of each
+hour's change rate, at least `quiet_floor` of their average pace, writes as the changes.
+A day's total is the same as flat; `Pacer`'s 24-hour window holds the budget while the
+shape moves.
+
 Choosing. Each room has a near-term window (now - past_days until the end of the
 `near_term_days`-th local day: today and tomorrow by default) and the full window. A
-read's value grows with the square of the time since each part was last read, times
-the room's change rate (busier rooms change more), the near-term part weighted by
+read's value is the waiting piled up since each part was last read (the square of its
+age when changes come evenly; hours weighted by the learned profile), times the room's
+change rate (learned, `syncd.service.rates.ChangeRates`), the near-term part weighted by
 `near_weight` and by an activity boost that decays after the room last changed. A full
 read covers both parts; a near-term read is worth choosing only where it costs fewer
 calls (rooms with more rows than one Ultimo page). Free tokens go to the due reads with
-the most value per call, in that order.
+the most value per call, in that order, after the whole windows the bounds make due
+(`_due_by_bound`).
 """
 
 from __future__ import annotations
@@ -23,14 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from syncd.core.model import TimeWindow, utc
-from syncd.service.bucket import PacerSnapshot, TokenBucket, epoch, from_epoch, initial_level
+from syncd.service.bucket import FLAT, PacerSnapshot, Shape, TokenBucket, epoch, from_epoch, initial_level
 from syncd.service.estimate import DAY, Estimate, estimate, human
-from syncd.service.rates import ChangeRates
+from syncd.service.rates import ChangeRates, DayProfile, busy_hours, read_shape
 from syncd.ultimo.paging import calls_for_rows
 
 __all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
@@ -56,12 +64,15 @@ class ReadPolicy:
     read_reserve: float = 50.0          # tokens reads leave for writes
     read_burst: float = 100.0           # size of the reads' own bucket
     near_weight: float = 3.0            # near-term staleness counts this much more than far
-    activity_boost: float = 4.0         # extra near-term weight of a room that just changed
+    activity_boost: float = 1.0         # extra near-term weight of a room that just changed (1: none)
     activity_half_life: float = 1800.0  # seconds for that boost to halve
     write_share: float = 0.25           # share of the steady rate kept from reads for writes
     split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
     force_share: float = 0.9            # no whole window is planned to wait past this share of the bound
     near_change_share: float = 0.5      # share of a room's Ultimo-side changes in its near term
+    day_profile: bool = True            # spread reads over the day as changes are (learned)
+    quiet_floor: float = 0.6            # reads in the quietest hour, at least this share of the average
+    period_cap: float = 1.3             # no whole window waits more uniform periods of read time
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity < self.daily_budget:
@@ -159,6 +170,66 @@ class ReadPlanner:
         self.rates = ChangeRates(near_share=policy.near_change_share)
         self._bound: tuple[int, float] | None = None
         self._forced: tuple[float, int, frozenset[str]] | None = None
+        # When in the day changes happen (learned) and the shapes that follow from it:
+        # of the changes (for a read's value), of reads, of every call (the main bucket).
+        self.profile = DayProfile()
+        self.changes_shape = FLAT
+        self._shaped: tuple[int, float] | None = None     # (profile version, when) of the shapes
+        self._mean: tuple[tuple[int, int], float] | None = None
+        # Learned rates, worked out once per change of the counts or of a room's rows.
+        self._rows_version = 0
+        self._rates_key: tuple[int, int] | None = None
+        self._rates: dict[str, float] = {}
+        self._kappa_key: tuple[int, int] | None = None
+        self._kappa_value = 0.0
+
+    # -- the day's shape --------------------------------------------------------------
+
+    @staticmethod
+    def shapes_for(policy: ReadPolicy, profile: DayProfile | dict[str, object] | None) -> tuple[Shape, Shape, Shape]:
+        """(every call, reads, changes) shapes for a learned `profile` (or a kept one): reads
+        by the square-root rule over the hours, at least `quiet_floor` of their average.
+        Every call follows the reads' shape: writes come when people book, in the same
+        hours, and a bucket shaped by a guess at the writes alone starved the reads when
+        writes came later in the day than the guess."""
+        if isinstance(profile, dict):
+            learned = DayProfile()
+            profile = learned if learned.load(profile) else None
+        if profile is None or not policy.day_profile:
+            return FLAT, FLAT, FLAT
+        changes = profile.weights()
+        reads = Shape(read_shape(changes, policy.quiet_floor))
+        return reads, reads, Shape(changes)
+
+    def day_message(self, zone: tzinfo, now: datetime) -> str:
+        """How reads spread over the day, for `syncd status` and the start-up message."""
+        hours = busy_hours(self.profile, zone, at=now) if self.policy.day_profile else None
+        if hours is None:
+            return "reads are spread evenly over the day until syncd has learned when Ultimo bookings change"
+        return (f"Ultimo bookings change mostly {hours}: reads follow, and never fall below "
+                f"{self.policy.quiet_floor:.0%} of their average pace in the quiet hours")
+
+    def load_profile(self, data: dict[str, object], now: datetime) -> None:
+        """Take the day profile a predecessor kept (ignored when malformed)."""
+        if self.profile.load(data):
+            self._reshape(now, force=True)
+
+    def _reshape(self, now: datetime, *, force: bool = False) -> None:
+        """Follow the learned profile: at most once an hour (the shapes move slowly, and
+        the window holds the daily bound while they do)."""
+        t = epoch(now)
+        if not force and self._shaped is not None and (self._shaped[0] == self.profile.version
+                                                       or t < self._shaped[1] + 3600.0):
+            return
+        self._shaped = (self.profile.version, t)
+        calls, reads, changes = self.shapes_for(self.policy, self.profile)
+        if calls != self.bucket.shape:
+            self.bucket.reshape(calls, now)
+        if reads != self.reads.shape:
+            self.reads.reshape(reads, now)
+        if changes != self.changes_shape:
+            self.changes_shape = changes
+            self._version += 1
 
     # -- what is known ------------------------------------------------------------
 
@@ -171,6 +242,7 @@ class ReadPlanner:
         r.full_at = r.near_at = None if ultimo_read_at is None else epoch(ultimo_read_at)
         r.changed_at = None if changed_at is None else epoch(changed_at)
         r.rows = rows
+        self._rows_version += 1
         if rate is not None:
             changes, exposure, at = rate
             self.rates.load(room, changes, exposure, None if at is None else epoch(at))
@@ -196,14 +268,24 @@ class ReadPlanner:
             return
         t = epoch(at)
         if found is not None:
-            exposure = self.rates.exposure(now=t, near_at=r.near_at, full_at=r.full_at, full=grant.scope == FULL)
+            full = grant.scope == FULL
+            if r.full_at is not None:
+                # The room's rate relative to the average room's: what the hours covered
+                # should have held, whatever the level the rates have been learned to so far
+                # (a level still rising on a first day would make its later hours look quiet).
+                lam, share = self._rate(grant.room) / self._mean_rate(), self.rates.near_share
+                near_since = r.near_at if r.near_at is not None else r.full_at
+                parts = [(near_since, t, lam * share)] + ([(r.full_at, t, lam * (1 - share))] if full else [])
+                self.profile.observe(found, parts, t)
+            exposure = self.rates.exposure(now=t, near_at=r.near_at, full_at=r.full_at, full=full)
             self.rates.observe(grant.room, found, exposure, t)
         r.profiled = True
         r.near_at = t
         if grant.scope == FULL:
             r.full_at = r.near_at
-            if rows is not None:
+            if rows is not None and rows != r.rows:
                 r.rows = rows
+                self._rows_version += 1
 
     # -- windows and costs ---------------------------------------------------------
 
@@ -244,10 +326,27 @@ class ReadPlanner:
 
     def _rate(self, room: str) -> float:
         """A room's learned rate of Ultimo-side changes per second (`syncd.service.rates`)."""
-        return self.rates.rate(room, self._rooms[room].rows, self._kappa())
+        key = (self.rates.version, self._rows_version)
+        if self._rates_key != key:
+            self._rates_key, self._rates = key, {}
+        lam = self._rates.get(room)
+        if lam is None:
+            lam = self._rates[room] = self.rates.rate(room, self._rooms[room].rows, self._kappa())
+        return lam
+
+    def _mean_rate(self) -> float:
+        key = (self.rates.version, self._rows_version)
+        if self._mean is None or self._mean[0] != key:
+            rates = [self._rate(name) for name in self._rooms]
+            self._mean = (key, max(1e-12, sum(rates) / max(1, len(rates))))
+        return self._mean[1]
 
     def _kappa(self) -> float:
-        return self.rates.kappa({name: r.rows for name, r in self._rooms.items()})
+        key = (self.rates.version, self._rows_version)
+        if self._kappa_key != key:
+            self._kappa_key = key
+            self._kappa_value = self.rates.kappa({name: r.rows for name, r in self._rooms.items()})
+        return self._kappa_value
 
     def bound(self, now: datetime | None = None) -> float:
         """Seconds no part of any room's window goes unread for longer (in the steady
@@ -288,9 +387,11 @@ class ReadPlanner:
         # reads each part at intervals growing with the square root of its cost, which
         # keeps the mean lag lowest for the calls spent (so the far horizon of a busy room
         # is not starved by cheap near-term reads elsewhere).
-        lam = self._rate(room)
-        v_near = p.near_weight * self._boost(r, t) * lam * age_n * age_n
-        v_far = lam * age_f * age_f
+        # The waiting piled up since each part was read, at the rate the day's profile
+        # gives each hour (age squared when flat).
+        lam, shape = self._rate(room), self.changes_shape
+        v_near = p.near_weight * self._boost(r, t) * lam * shape.moment(t - age_n, t)
+        v_far = lam * shape.moment(t - age_f, t)
         options = []
         if age_f >= p.interval_seconds:
             options.append(Candidate(room, FULL, (v_near + v_far) / c_full, c_full))
@@ -299,22 +400,31 @@ class ReadPlanner:
         return max(options, key=lambda c: c.score, default=None)
 
     def _due_by_bound(self, t: float) -> frozenset[str]:
-        """Rooms whose whole window must be read now for the bound to hold: oldest first,
-        a room is due when its age plus the time the reads of every older window take (at
-        the reads' steady rate) reaches `force_share` of the bound. Deadlines in order, and
-        started early enough for a backlog (many windows read at about the same time)."""
+        """Rooms whose whole window must be read now: oldest first, a room is due when its
+        age plus the time the reads of every older window take reaches `force_share` of
+        the bound (deadlines in order, started early enough for a backlog), or when the
+        same measured in read time (hours weighted by the read shape: busy hours count
+        more) reaches `period_cap` uniform periods. The first keeps the bound in the quiet
+        hours; the second keeps the square-root rule from leaving the rooms it favours
+        least far behind in the busy ones (uniform polling's tail is what it must beat)."""
         cached = self._forced
         if cached is not None and cached[0] == t and cached[1] == self._version:
             return cached[2]
         p = self.policy
-        limit = p.force_share * self.bound()
+        bound = self.bound()
+        limit = p.force_share * bound
+        cap = p.period_cap * bound / 2
         rate = p.read_rate if p.read_rate > 0 else 1e-9
+        shape = self.reads.shape
         ahead = 0.0
         due = []
         for name, r in sorted(((n, r) for n, r in self._rooms.items() if r.full_at is not None),
                               key=lambda item: item[1].full_at or 0.0):
             ahead += calls_for_rows(r.rows or 0, p.page_limit, known=r.profiled)
-            if (t - (r.full_at or t)) + ahead / rate >= limit:
+            age = t - (r.full_at or t)
+            # When the reads of every older window are done, at the reads' shaped rate.
+            if age + (shape.advance(t, ahead / rate) - t) >= limit or \
+                    shape.integral(t - age, t) + ahead / rate >= cap:
                 due.append(name)
         out = frozenset(due)
         self._forced = (t, self._version, out)
@@ -360,6 +470,7 @@ class ReadPlanner:
     def claim(self, room: str, now: datetime) -> ReadGrant | None:
         """A read for `room` if one is due and the spare tokens cover every more valuable
         due read before it; None otherwise. The grant's cost is held until `done`."""
+        self._reshape(now)
         spare = self.spare(now)
         if spare < 1:
             return None

@@ -24,7 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncd.config.schema import Config
 from syncd.errors import AnotherInstanceRunning, SyncdError
 from syncd.service import lock
-from syncd.service.readplan import ReadPlanner, ReadPolicy, TokenBucket, human
+from syncd.service.pacer import last_snapshot
+from syncd.service.readplan import PacerSnapshot, ReadPlanner, ReadPolicy, TokenBucket, human
 from syncd.store import db
 from syncd.store.schema import Conflict, RoomState, Run, UltimoBudget
 
@@ -106,15 +107,26 @@ def collect_status(cfg: Config, engine: Engine, *, now: datetime | None = None,
     for r in cfg.rooms:
         st = states.get(r.mailbox)
         planner.load(r.mailbox, ultimo_read_at=None, changed_at=None, rows=st.ultimo_seen if st else None)
+    kept = _last_snapshot(engine)
+    if kept is not None and kept.profile is not None:
+        planner.load_profile(kept.profile, now)
     return {
         "now": now.isoformat(),
         "rooms": rooms,
         "ultimo": {"day": now.date().isoformat(), "calls_today": spent, "daily_budget": cfg.ultimo.daily_call_budget},
         "budget_plan": planner.estimate(now).message(),
+        "day_profile": planner.day_message(cfg.display_zone, now),
         "service": service,
         "open_conflicts": sum(open_counts.values()),
         "timezone": cfg.display_zone.key,     # the zone people read times in (display.timezone)
     }
+
+
+def _last_snapshot(engine: Engine) -> PacerSnapshot | None:
+    try:
+        return last_snapshot(engine)
+    except SyncdError:
+        return None        # the status shows what it can
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -140,6 +152,8 @@ def render_status(data: dict[str, Any], out: TextIO) -> int:
     print(f"Ultimo calls today ({u['day']} UTC): {spent} of {budget} used ({100 * spent / budget:.0f} %), "
           f"{max(0, budget - spent)} left", file=out)
     print(f"Budget plan: {data['budget_plan']}", file=out)
+    if data.get("day_profile"):
+        print(f"Over the day: {data['day_profile']}", file=out)
     print(data["service"], file=out)
     if data["open_conflicts"]:
         print(f"Open conflicts: {data['open_conflicts']} (syncd conflicts list)", file=out)

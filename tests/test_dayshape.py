@@ -1,0 +1,227 @@
+"""Reads follow the hours when bookings change: the day profile, the shaped buckets, and the
+24-hour window that keeps the daily budget while the shape moves (pure, virtual time)."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, update
+from sqlalchemy.pool import StaticPool
+
+from syncd.engine.cycle import start_run
+from syncd.service.bucket import DAY, FLAT, CallWindow, PacerSnapshot, Shape, TokenBucket, epoch
+from syncd.service.pacer import Pacer, save_snapshot, start_state
+from syncd.service.rates import DayProfile, hour_seconds, read_shape
+from syncd.service.readplan import FULL, ReadGrant, ReadPlanner, ReadPolicy
+from syncd.store.schema import Base, UltimoBudget
+from syncd.ultimo.budget import DailyBudget
+
+T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+OFFICE = range(7, 17)          # UTC hours when the changes of these tests happen
+
+
+def memory_engine():
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def office_profile(days: int = 3, per_hour: float = 5.0) -> DayProfile:
+    """A profile that saw reads every hour for `days` days, finding changes only in office hours."""
+    profile = DayProfile()
+    for hour in range(days * 24):
+        t = epoch(T0) + hour * 3600.0
+        profile.observe(int(per_hour) if hour % 24 in OFFICE else 0, [(t, t + 3600.0, 1.0)], t + 3600.0)
+    return profile
+
+
+# --- shapes --------------------------------------------------------------------------------
+
+
+def test_a_shape_gives_a_whole_days_worth_in_any_24_hours():
+    shape = Shape([3.0 if h in OFFICE else 1.0 for h in range(24)])
+    for start in (0.0, 1234.5, 7 * 3600.0, 50_000.0):
+        assert shape.integral(start, start + DAY) == pytest.approx(DAY)
+    # More in office hours than out of them, an hour at a time.
+    assert shape.integral(8 * 3600.0, 9 * 3600.0) == pytest.approx(3 * shape.integral(20 * 3600.0, 21 * 3600.0))
+
+
+def test_advance_is_the_inverse_of_the_integral():
+    shape = Shape([0.0 if h < 6 else 2.0 for h in range(24)])
+    for t0 in (0.0, 3 * 3600.0 + 17, 10 * 3600.0, 23.5 * 3600.0):
+        for amount in (1.0, 1800.0, 30_000.0, 2.5 * DAY):
+            t1 = shape.advance(t0, amount)
+            assert shape.integral(t0, t1) == pytest.approx(amount)
+    # Nothing accrues in the zero hours: waiting from 01:00 for one weighted hour ends at 06:30.
+    assert shape.advance(3600.0, shape.weights[6] * 1800.0) == pytest.approx(6.5 * 3600.0)
+
+
+def test_the_moment_is_age_squared_when_flat_and_counts_busy_hours_more():
+    assert FLAT.moment(100.0, 400.0) == pytest.approx(300.0 ** 2)
+    busy = Shape([4.0 if h in OFFICE else 0.25 for h in range(24)])
+    # Three hours unread: over the office morning they pile up more than over the night.
+    morning = busy.moment(8 * 3600.0, 11 * 3600.0)
+    night = busy.moment(1 * 3600.0, 4 * 3600.0)
+    assert morning > 10 * night
+
+
+def test_a_shaped_bucket_refills_faster_in_the_busy_hours():
+    shape = Shape([2.0 if h in OFFICE else 0.5 for h in range(24)])
+    bucket = TokenBucket(1000, 0.01, 0, T0, shape)
+    night = bucket.level(T0 + timedelta(hours=1))
+    bucket.take(bucket.level(T0 + timedelta(hours=8)), T0 + timedelta(hours=8))
+    day = bucket.level(T0 + timedelta(hours=9))
+    assert day == pytest.approx(4 * night)
+    # And it says how long a token takes at the hour's pace.
+    assert bucket.seconds_until(1, T0 + timedelta(hours=9)) == 0
+    bucket.take(bucket.level(T0 + timedelta(hours=9)), T0 + timedelta(hours=9))
+    assert bucket.seconds_until(1, T0 + timedelta(hours=9)) == pytest.approx(1 / (0.01 * shape.weights[9]))
+
+
+# --- the profile ---------------------------------------------------------------------------
+
+
+def test_the_profile_learns_that_changes_come_in_office_hours():
+    weights = office_profile().weights()
+    assert sum(weights) == pytest.approx(24)
+    assert min(weights[h] for h in OFFICE) > 3 * max(weights[h] for h in range(24) if h not in OFFICE)
+
+
+def test_changes_found_after_a_long_gap_are_spread_over_the_hours_the_profile_expects():
+    profile = office_profile()
+    before = list(profile.found)
+    t = epoch(T0) + 5 * DAY
+    profile.observe(12, [(t - 12 * 3600.0, t, 1.0)], t)     # a read covering 12 hours, from midnight
+    gained = [a - b * 0.5 ** (DAY * 2 / profile.half_life) for a, b in zip(profile.found, before, strict=True)]
+    assert sum(gained) == pytest.approx(12, rel=1e-6)
+    assert sum(gained[h] for h in OFFICE) > 0.8 * 12                # most of them in the office morning
+
+
+def test_nothing_learned_means_a_flat_day_and_flat_buckets():
+    policy = ReadPolicy.for_budget(5000, 50)
+    assert DayProfile().weights() == pytest.approx([1.0] * 24)
+    assert ReadPlanner.shapes_for(policy, None) == (FLAT, FLAT, FLAT)
+    assert ReadPlanner.shapes_for(policy, {"found": "garbage"}) == (FLAT, FLAT, FLAT)
+
+
+def test_reads_follow_the_square_root_of_the_changes_but_never_below_the_floor():
+    weights = office_profile().weights()
+    reads = read_shape(weights, 0.6)
+    assert sum(reads) == pytest.approx(24)
+    assert min(reads) == pytest.approx(0.6, abs=1e-6)
+    assert reads[9] > 1.3
+    # Between two busy hours the reads are as the square roots of their changes.
+    hi, lo = max(OFFICE, key=lambda h: weights[h]), min(OFFICE, key=lambda h: weights[h])
+    assert reads[hi] / reads[lo] == pytest.approx(math.sqrt(weights[hi] / weights[lo]), rel=1e-6)
+
+
+def test_hour_seconds_splits_a_span_over_the_utc_hours():
+    secs = hour_seconds(epoch(T0) + 1800.0, epoch(T0) + 2 * 3600.0 + 600.0)
+    assert secs[0] == 1800.0 and secs[1] == 3600.0 and secs[2] == 600.0 and sum(secs) == 6000.0
+    assert hour_seconds(0.0, 2 * DAY + 60.0)[0] == 2 * 3600.0 + 60.0
+
+
+def test_the_planner_learns_the_profile_from_its_reads_and_shapes_its_buckets():
+    policy = ReadPolicy.for_budget(5000, 50, interval_seconds=60.0)
+    rooms = [f"r{i}" for i in range(10)]
+    p = ReadPlanner(policy, rooms, TokenBucket(policy.capacity, policy.rate, 0, T0))
+    for room in rooms:
+        p.load(room, ultimo_read_at=T0, changed_at=None, rows=50)
+    for hour in range(1, 3 * 24):
+        t = T0 + timedelta(hours=hour)
+        for room in rooms:
+            near, full = p.windows(t)
+            p.done(ReadGrant(room, FULL, full, 1), t, ok=True, rows=50, found=2 if (hour - 1) % 24 in OFFICE else 0)
+    p.claim("r0", T0 + timedelta(days=3, hours=1))            # the shapes follow at the next claim
+    assert p.reads.shape.weights[9] > 1.3 > 0.7 > p.reads.shape.weights[22]
+    assert p.bucket.shape == p.reads.shape                                # every call follows the reads
+    assert p.changes_shape.weights[9] > 3 * p.changes_shape.weights[22]
+
+
+# --- the 24-hour window --------------------------------------------------------------------
+
+
+def test_the_window_holds_a_call_while_the_last_24_hours_hold_the_budget():
+    w = CallWindow(10)
+    w.add(6, 1000.0)
+    w.add(4, 5000.0)
+    assert w.count(5000.0) == 10
+    assert w.seconds_until(1, 5000.0) == pytest.approx(1200.0 + DAY - 5000.0)    # the 10-minute bin of 1000 s ends at 1200 s
+    assert w.seconds_until(5, 5000.0) == pytest.approx(1200.0 + DAY - 5000.0)
+    assert w.seconds_until(7, 5000.0) == pytest.approx(5400.0 + DAY - 5000.0)
+    assert w.seconds_until(11, 5000.0) == math.inf
+    assert w.count(1200.0 + DAY) == 4
+
+
+def test_a_pacer_never_lets_more_than_the_budget_through_in_24_hours_even_with_a_generous_bucket():
+    policy = ReadPolicy.for_budget(100, 50, interval_seconds=60.0)
+    clock = [T0]
+    pacer = Pacer(policy, ["a"], DailyBudget(None, 100, lambda: clock[0]), level=policy.capacity,
+                  now=lambda: clock[0], sleep=lambda s: None, max_wait=0.0, hold_off=0.0)
+    pacer.window.add(95, epoch(T0) - 3600.0)               # calls of an hour ago, e.g. a predecessor's
+    for _ in range(5):
+        pacer.spend(1)
+    with pytest.raises(Exception, match="paced"):
+        pacer.spend(1)
+
+
+def test_a_restart_takes_over_the_window_the_profile_and_the_calls_since(tmp_path):
+    engine = memory_engine()
+    policy = ReadPolicy.for_budget(1000, 50)
+    now = T0 + timedelta(hours=12)
+    profile = office_profile().to_json()
+    snap = PacerSnapshot(10.0, now, now.date().isoformat(), 300, window=((int(epoch(now) // 600) - 6, 300),),
+                         profile=profile)
+    run = start_run(engine, "service", now)
+    save_snapshot(engine, run, snap)
+    with engine.begin() as conn:      # the ledger: 300 at the snapshot, 40 more since
+        conn.execute(UltimoBudget.__table__.insert().values(day=now.date().isoformat(), calls=340, updated_at=now))
+    later = now + timedelta(minutes=5)
+    state = start_state(engine, policy, later)
+    assert state.window.count(epoch(later)) == 340
+    assert state.profile == json.loads(json.dumps(profile))
+    pacer = Pacer(policy, ["a"], DailyBudget(engine, 1000, lambda: later), level=state.level, window=state.window,
+                  profile=state.profile, now=lambda: later, max_wait=0.0, hold_off=0.0)
+    assert pacer.planner.reads.shape.weights[9] > 1.3
+
+
+def test_without_a_snapshot_yesterdays_calls_count_until_tomorrows_midnight():
+    engine = memory_engine()
+    policy = ReadPolicy.for_budget(1000, 50)
+    now = T0 + timedelta(days=1, hours=20)
+    with engine.begin() as conn:
+        conn.execute(UltimoBudget.__table__.insert().values(day=T0.date().isoformat(), calls=700, updated_at=T0))
+        conn.execute(UltimoBudget.__table__.insert().values(day=now.date().isoformat(), calls=200, updated_at=now))
+    window = start_state(engine, policy, now).window
+    assert window.count(epoch(now)) == 900
+    assert window.count(epoch(T0 + timedelta(days=2)) + 1) == 200      # yesterday's are out at midnight
+    assert window.count(epoch(now + timedelta(days=1)) + 601) == 0
+    with engine.begin() as conn:
+        conn.execute(update(UltimoBudget).values(calls=0))
+    assert start_state(engine, policy, now).window.count(epoch(now)) == 0
+
+
+def test_a_moving_shape_never_lets_more_than_the_budget_through_in_any_24_hours():
+    """Evening-heavy for a day, then morning-heavy: a bucket whose shape moved would give
+    an evening's and a morning's worth in one 24 hours; the window holds the budget."""
+    budget = 1000
+    policy = ReadPolicy.for_budget(budget, 50, interval_seconds=60.0)
+    now = [T0]
+    pacer = Pacer(policy, ["a"], DailyBudget(None, budget, lambda: now[0]), level=0.0,
+                  now=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + timedelta(seconds=s)),
+                  max_wait=DAY, hold_off=0.0)
+    evening = Shape([6.0 if h >= 18 else 0.2 for h in range(24)])
+    morning = Shape([6.0 if h < 6 else 0.2 for h in range(24)])
+    pacer.planner.bucket.reshape(evening, now[0])
+    calls: list[float] = []
+    while now[0] < T0 + timedelta(days=3):
+        if now[0] >= T0 + timedelta(days=1) and pacer.planner.bucket.shape is evening:
+            pacer.planner.bucket.reshape(morning, now[0])
+        pacer.spend(1)                       # as fast as the pacer lets it
+        calls.append(epoch(now[0]))
+    most = max(j - bisect.bisect_right(calls, t - DAY) + 1 for j, t in enumerate(calls))
+    assert most == budget                   # the budget is reached, never passed
