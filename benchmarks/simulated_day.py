@@ -12,15 +12,19 @@ Ultimo-side changes inside the window it read and tells the planner how many.
 
 Three ways to spend exactly the same number of read calls each day (the plan's):
 
-- plan: what the service does (learned rates, near-term weighting, the worst-case bound);
-- uniform: every room's whole window read equally often, evenly spread;
-- sqrt (true rates): square-root allocation knowing each room's true rate, a lower bound
-  no scheduler that must learn the rates beats.
+- plan: what the service does (learned rates and day profile, near-term weighting, the
+  worst-case bound and the period cap), starting from nothing learned;
+- uniform: every room's whole window read equally often, evenly spread over the day;
+- sqrt (true rates): square-root allocation knowing each room's true rate and when in the
+  day its changes come (reads spread as the square root of that), a lower bound no
+  scheduler that must learn the rates beats.
 
 Each runs on an even workload (Ultimo-side changes follow room size) and a skewed one
 (20 % of rooms make 80 % of them), over three consecutive days (and a fourth without
-new changes, so late changes can cross). Lag is from a change in Ultimo to its write in
-Exchange, near-term (before the end of tomorrow) and further out.
+new changes, so late changes can cross). 90 % of the changes come in office hours
+(07:00-18:00 local). Lag is from a change in Ultimo to its write in Exchange, near-term
+(before the end of tomorrow) and further out; also for the days after the first, when
+the plan has learned what a service that has run a day knows.
 
     python benchmarks/simulated_day.py [--rooms 200] [--budget 5000] [--seed 1] [--days 3]
 """
@@ -81,10 +85,11 @@ def run_plan(rooms: list[Room], changes: list[Change], start: float, end: float,
     names = [f"room{i}" for i in range(len(rooms))]
     pacer = Pacer(policy, names, DailyBudget(None, policy.daily_budget, clock.now), level=policy.read_reserve,
                   now=clock.now, sleep=clock.sleep, max_wait=0.0, hold_off=0.0)
-    # As after a night of running: every room read once in the hours before (a restart:
-    # the client has not read them yet, so their first reads halve).
+    # As after a night of running: every room read once in the uniform period before (a
+    # restart: the client has not read them yet, so their first reads halve).
+    period = sum(calls_for_rows(r.rows, policy.page_limit) for r in rooms) / policy.read_rate
     for i, name in enumerate(names):
-        pacer.planner.load(name, ultimo_read_at=clock.now() - timedelta(seconds=warmup * (i + 1) / len(names)),
+        pacer.planner.load(name, ultimo_read_at=clock.now() - timedelta(seconds=period * (i + 1) / len(names)),
                            changed_at=None, rows=rooms[i].rows)
     limiter = RateLimiter(per10, 10.0, clock=clock.mono, sleep=clock.sleep)
     reads: list[float] = []
@@ -198,6 +203,10 @@ def run_workload(args: argparse.Namespace, policy: ReadPolicy, day0: float, skew
         span = (day0 + d * DAY, day0 + (d + 1) * DAY)
         print(f"{f'  overall, day {d + 1}':38}" + "".join(f"{fmt(lag_row(ch, span)['all']):>22}"
                                                        for ch, _ in results.values()))
+    if days > 1:
+        span = (day0 + DAY, day0 + days * DAY)
+        print(f"{f'  overall, days 2-{days} (learned)':38}" + "".join(f"{fmt(lag_row(ch, span)['all']):>22}"
+                                                                 for ch, _ in results.values()))
     left = [sum(1 for c in ch if c.side == "ultimo" and c.done_at is None) for ch, _ in results.values()]
     print(f"{'not crossed by the end':38}" + "".join(f"{n:>22}" for n in left))
     print(f"{'calls used (reads + writes)':38}" + "".join(f"{len(cl):>22}" for _, cl in results.values()))
@@ -205,6 +214,7 @@ def run_workload(args: argparse.Namespace, policy: ReadPolicy, day0: float, skew
         f"{f'{most_in(cl, 10.0)} / {most_in(cl, DAY)}':>22}" for _, cl in results.values()))
     print(f"limits: {args.per10} in any 10 s, {args.budget} in any 24 h; "
           f"worst-case bound {human(pacer.planner.bound())}")
+    print(f"learned by the end: {pacer.planner.day_message(ZONE, datetime.fromtimestamp(day0 + days * DAY, UTC))}")
 
 
 def main(argv: list[str] | None = None) -> int:

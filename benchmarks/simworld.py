@@ -17,6 +17,7 @@ from syncd.ultimo.paging import calls_for_rows
 ZONE = ZoneInfo("Europe/Amsterdam")
 DAY = 86400.0
 NEAR_SHARE = 0.45          # of changes, bookings today or tomorrow
+OFFICE = (7, 18)           # local hours of 90 % of the changes (the rest at any hour)
 
 
 @dataclass
@@ -77,7 +78,7 @@ def make_world(seed: int, n_rooms: int, start: float, days: int, future_days: in
             for side, rate in (("exchange", ex_per_day * busy[i] / mean), ("ultimo", room.ul_rate)):
                 for _ in range(_poisson(rng, rate)):
                     if rng.random() < 0.9:     # office hours
-                        at = local_day + rng.uniform(7 * 3600, 18 * 3600)
+                        at = local_day + rng.uniform(OFFICE[0] * 3600, OFFICE[1] * 3600)
                     else:
                         at = local_day + rng.uniform(0, DAY)
                     at = max(day0, min(day0 + DAY - 1, at))
@@ -104,6 +105,31 @@ class Schedule:
 
 def _spread(n: int, phase: float, day0: float) -> list[float]:
     return [day0 + ((phase + k) / n) * DAY for k in range(n)] if n > 0 else []
+
+
+def change_density() -> list[float]:
+    """The true rate of changes in each local hour of the day (make_world's), mean 1."""
+    raw = [0.9 / (OFFICE[1] - OFFICE[0]) * (OFFICE[0] <= h < OFFICE[1]) + 0.1 / 24 for h in range(24)]
+    mean = sum(raw) / 24
+    return [x / mean for x in raw]
+
+
+def _spread_shaped(n: int, phase: float, day0: float, density: list[float]) -> list[float]:
+    """`n` times in the day from `day0` (local midnight), spaced evenly in the measure
+    whose hourly weights are `density`: denser where it is higher."""
+    if n <= 0:
+        return []
+    total = sum(density)
+    out = []
+    for k in range(n):
+        target = (phase + k) / n * total
+        acc = 0.0
+        for h, w in enumerate(density):
+            if acc + w >= target and w > 0:
+                out.append(day0 + (h + (target - acc) / w) * 3600.0)
+                break
+            acc += w
+    return out
 
 
 def _fill(counts: list[int], costs: list[int], budget: int, order: list[int]) -> list[int]:
@@ -137,10 +163,12 @@ def uniform(rooms: list[Room], read_calls: int, day0: float, page_limit: int) ->
 
 def sqrt_known(rooms: list[Room], read_calls: int, day0: float, page_limit: int, near_share: float,
                near_weight: float) -> Schedule:
-    """Square-root allocation with every room's true rate known: near-term reads every
-    sqrt(θ cn / (w φ λ)) and whole-window reads every sqrt(θ cf / ((1 - φ) λ)) (a room
-    whose near term costs as much as the whole reads whole windows only), θ chosen so
-    the reads take `read_calls` calls. A lower bound no scheduler without the rates beats."""
+    """Square-root allocation with every room's true rate known, over rooms and over the
+    hours of the day: near-term reads every sqrt(θ cn / (w φ λ)) and whole-window reads
+    every sqrt(θ cf / ((1 - φ) λ)) on average (a room whose near term costs as much as
+    the whole reads whole windows only), θ chosen so the reads take `read_calls` calls,
+    and each room's reads spread over the day as the square root of the true rate of
+    changes in each hour. A lower bound no scheduler that must learn the rates beats."""
     per_day = []
     for r in rooms:
         lam = max(r.ul_rate, 1e-6) / DAY
@@ -163,8 +191,9 @@ def sqrt_known(rooms: list[Room], read_calls: int, day0: float, page_limit: int,
     by_rate = sorted(range(len(rooms)), key=lambda i: -rooms[i].ul_rate)
     n_full = _fill(n_full, costs_full, read_calls - spent + sum(n * c for n, c in zip(n_full, costs_full,
                                                                                             strict=True)), by_rate)
-    near = [_spread(n, i / len(rooms), day0) for i, n in enumerate(n_near)]
-    full = [_spread(n, (i + 0.5) / len(rooms), day0) for i, n in enumerate(n_full)]
+    density = [math.sqrt(x) for x in change_density()]
+    near = [_spread_shaped(n, i / len(rooms), day0, density) for i, n in enumerate(n_near)]
+    full = [_spread_shaped(n, (i + 0.5) / len(rooms), day0, density) for i, n in enumerate(n_full)]
     calls = [t for i, ts in enumerate(near) for t in ts for _ in range(costs_near[i])]
     calls += [t for i, ts in enumerate(full) for t in ts for _ in range(costs_full[i])]
     return Schedule(near, full, sorted(calls))
