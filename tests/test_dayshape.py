@@ -225,3 +225,22 @@ def test_a_moving_shape_never_lets_more_than_the_budget_through_in_any_24_hours(
         calls.append(epoch(now[0]))
     most = max(j - bisect.bisect_right(calls, t - DAY) + 1 for j, t in enumerate(calls))
     assert most == budget                   # the budget is reached, never passed
+
+
+def test_what_a_service_learned_survives_its_restart():
+    """The pacer's snapshot carries the profile and the last 24 hours' calls; the next
+    process starts with the same shapes and the same count."""
+    engine = memory_engine()
+    policy = ReadPolicy.for_budget(1000, 50, interval_seconds=60.0)
+    clock = [T0 + timedelta(days=3, hours=10)]
+    pacer = Pacer(policy, ["a"], DailyBudget(engine, 1000, lambda: clock[0]), level=policy.capacity,
+                  profile=office_profile().to_json(), now=lambda: clock[0], max_wait=0.0, hold_off=0.0)
+    for _ in range(30):
+        pacer.spend(1)
+    save_snapshot(engine, start_run(engine, "service", clock[0]), pacer.snapshot())
+    clock[0] += timedelta(minutes=3)
+    taken = start_state(engine, policy, clock[0])
+    after = Pacer(policy, ["a"], DailyBudget(engine, 1000, lambda: clock[0]), level=taken.level,
+                  window=taken.window, profile=taken.profile, now=lambda: clock[0], max_wait=0.0, hold_off=0.0)
+    assert after.planner.reads.shape == pacer.planner.reads.shape != FLAT
+    assert after.window.count(epoch(clock[0])) == 30
