@@ -72,7 +72,7 @@ class ReadPolicy:
     near_change_share: float = 0.5      # share of a room's Ultimo-side changes in its near term
     day_profile: bool = True            # spread reads over the day as changes are (learned)
     quiet_floor: float = 0.6            # reads in the quietest hour, at least this share of the average
-    period_cap: float = 1.3             # no whole window waits more uniform periods of read time
+    period_cap: float = 1.0             # no whole window waits more uniform periods of read time (x stretch)
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity < self.daily_budget:
@@ -380,7 +380,7 @@ class ReadPlanner:
             return Candidate(room, FULL, math.inf, c_full)
         age_n = t - (r.near_at if r.near_at is not None else r.full_at)
         age_f = t - r.full_at
-        if room in self._due_by_bound(t):
+        if age_f >= p.interval_seconds and room in self._due_by_bound(t):
             # The worst-case bound comes first: the oldest whole window before any preference.
             return Candidate(room, FULL, FORCED + age_f, c_full)
         # Value = weight x change rate x age squared: picking the most value per call then
@@ -402,11 +402,14 @@ class ReadPlanner:
     def _due_by_bound(self, t: float) -> frozenset[str]:
         """Rooms whose whole window must be read now: oldest first, a room is due when its
         age plus the time the reads of every older window take reaches `force_share` of
-        the bound (deadlines in order, started early enough for a backlog), or when the
-        same measured in read time (hours weighted by the read shape: busy hours count
-        more) reaches `period_cap` uniform periods. The first keeps the bound in the quiet
-        hours; the second keeps the square-root rule from leaving the rooms it favours
-        least far behind in the busy ones (uniform polling's tail is what it must beat)."""
+        the bound (deadlines in order, started early enough for a backlog), or when its
+        age in read time (hours weighted by the read shape: busy hours count more)
+        reaches `period_cap` uniform periods (a preference, not a deadline: no backlog), stretched for a room learned quieter
+        than the average room by the square root of how much (at most three times). The
+        first keeps the bound in the quiet hours; the second keeps the square-root rule
+        from leaving rooms far behind in the busy ones on a rate it may have learned too
+        low (uniform polling's tail is what it must beat), while the rooms that rarely
+        change still give their reads to the ones that do."""
         cached = self._forced
         if cached is not None and cached[0] == t and cached[1] == self._version:
             return cached[2]
@@ -416,15 +419,18 @@ class ReadPlanner:
         cap = p.period_cap * bound / 2
         rate = p.read_rate if p.read_rate > 0 else 1e-9
         shape = self.reads.shape
+        mean = self._mean_rate()
         ahead = 0.0
         due = []
         for name, r in sorted(((n, r) for n, r in self._rooms.items() if r.full_at is not None),
                               key=lambda item: item[1].full_at or 0.0):
             ahead += calls_for_rows(r.rows or 0, p.page_limit, known=r.profiled)
             age = t - (r.full_at or t)
+            # A room learned quieter than the average may wait longer, as the square root
+            # of how much quieter (the square-root rule's own spacing), at most 3 times.
+            stretch = min(3.0, max(1.0, math.sqrt(mean / max(self._rate(name), 1e-12))))
             # When the reads of every older window are done, at the reads' shaped rate.
-            if age + (shape.advance(t, ahead / rate) - t) >= limit or \
-                    shape.integral(t - age, t) + ahead / rate >= cap:
+            if age + (shape.advance(t, ahead / rate) - t) >= limit or shape.integral(t - age, t) >= cap * stretch:
                 due.append(name)
         out = frozenset(due)
         self._forced = (t, self._version, out)
