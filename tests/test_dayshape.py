@@ -106,6 +106,12 @@ def test_nothing_learned_means_a_flat_day_and_flat_buckets():
     assert DayProfile().weights() == pytest.approx([1.0] * 24)
     assert ReadPlanner.shapes_for(policy, None) == (FLAT, FLAT, FLAT)
     assert ReadPlanner.shapes_for(policy, {"found": "garbage"}) == (FLAT, FLAT, FLAT)
+    # Five changes at nine are not yet a day's pattern: still even, and status says so.
+    few = DayProfile()
+    t = epoch(T0) + 10 * 3600.0
+    few.observe(5, [(t - 3600.0, t, 1.0)], t)
+    assert ReadPlanner.shapes_for(policy, few) == (FLAT, FLAT, FLAT)
+    assert ReadPlanner.shapes_for(policy, office_profile())[1] != FLAT
 
 
 def test_reads_follow_the_square_root_of_the_changes_but_never_below_the_floor():

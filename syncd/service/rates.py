@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
-__all__ = ["ChangeRates", "DayProfile", "RateState", "busy_hours", "hour_seconds", "read_shape"]
+__all__ = ["LEARNED", "ChangeRates", "DayProfile", "RateState", "busy_hours", "hour_seconds", "read_shape"]
 
 DAY = 86400.0
 
@@ -253,7 +253,10 @@ def read_shape(weights: list[float], floor: float) -> list[float]:
     return [x / mean for x in shape]
 
 
-def busy_hours(profile: DayProfile, zone: tzinfo, *, at: datetime | None = None, least: float = 20.0) -> str | None:
+LEARNED = 20.0      # changes found before the profile shapes anything (or is shown)
+
+
+def busy_hours(profile: DayProfile, zone: tzinfo, *, at: datetime | None = None, least: float = LEARNED) -> str | None:
     """The hours (in `zone`, on the day of `at`) when changes come above the day's average,
     e.g. "07:00-18:00", or None while fewer than `least` changes have been learned."""
     if sum(profile.found) < least:

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 from syncd.core.model import TimeWindow, utc
 from syncd.service.bucket import FLAT, PacerSnapshot, Shape, TokenBucket, epoch, from_epoch, initial_level
 from syncd.service.estimate import DAY, Estimate, estimate, human
-from syncd.service.rates import ChangeRates, DayProfile, busy_hours, read_shape
+from syncd.service.rates import LEARNED, ChangeRates, DayProfile, busy_hours, read_shape
 from syncd.ultimo.paging import calls_for_rows
 
 __all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
@@ -195,8 +195,8 @@ class ReadPlanner:
         if isinstance(profile, dict):
             learned = DayProfile()
             profile = learned if learned.load(profile) else None
-        if profile is None or not policy.day_profile:
-            return FLAT, FLAT, FLAT
+        if profile is None or not policy.day_profile or sum(profile.found) < LEARNED:
+            return FLAT, FLAT, FLAT        # nothing (or too little) learned: evenly
         changes = profile.weights()
         reads = Shape(read_shape(changes, policy.quiet_floor))
         return reads, reads, Shape(changes)
