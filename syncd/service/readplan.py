@@ -10,8 +10,8 @@ writes of the busy hours.
 
 The day. Both buckets refill along a `Shape` learned from when Ultimo-side changes come
 (`syncd.service.rates.DayProfile`, pooled over rooms): reads as the square root of each
-hour's change rate, at least `quiet_floor` of their average pace, writes as the changes.
-A day's total is the same as flat; `Pacer`'s 24-hour window holds the budget while the
+hour's change rate, at least `quiet_floor` of their average pace, and writes in the same
+hours. A day's total is the same as flat; `Pacer`'s 24-hour window holds the budget while the
 shape moves.
 
 Choosing. Each room has a near-term window (now - past_days until the end of the
@@ -404,8 +404,9 @@ class ReadPlanner:
         age plus the time the reads of every older window take reaches `force_share` of
         the bound (deadlines in order, started early enough for a backlog), or when its
         age in read time (hours weighted by the read shape: busy hours count more)
-        reaches `period_cap` uniform periods (a preference, not a deadline: no backlog), stretched for a room learned quieter
-        than the average room by the square root of how much (at most three times). The
+        reaches `period_cap` uniform periods (a preference, not a deadline: no backlog),
+        stretched for a room learned quieter than the average room by the square root of
+        how much (at most three times). The
         first keeps the bound in the quiet hours; the second keeps the square-root rule
         from leaving rooms far behind in the busy ones on a rate it may have learned too
         low (uniform polling's tail is what it must beat), while the rooms that rarely
