@@ -2,10 +2,12 @@
 threads, in front of the persisted daily ledger (`syncd.ultimo.budget.DailyBudget`).
 
 `Pacer` is what the service hands to `UltimoClient` as its budget: every call, read or
-write, waits in `spend()` for a token, then is counted in the ledger. Room jobs ask
-`claim()` whether they may read Ultimo now. `observe_ledger()` charges the bucket with
-calls other processes (`syncd reconcile`) counted in the same ledger, and `snapshot()`
-is what the next process starts from (kept in the service's row of table `runs`).
+write, waits in `spend()` for a token and for room in the last 24 hours' count
+(`syncd.service.bucket.CallWindow`), then is counted in the ledger. Room jobs ask
+`claim()` whether they may read Ultimo now. `observe_ledger()` charges the bucket and the
+window with calls other processes (`syncd reconcile`) counted in the same ledger, and
+`snapshot()` is what the next process starts from (kept in the service's row of table
+`runs`, with the window and the learned day profile; `start_state` takes it over).
 """
 
 from __future__ import annotations
