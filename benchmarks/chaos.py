@@ -133,7 +133,11 @@ class Campaign:
             figures.wrong_cancellations = check.wrong_cancellations
             figures.notes += [f"run {number}: {n}" for n in check.notes if not n.startswith("unsettled")]
         finally:
-            world.close()
+            # A clean run's folder goes; one that found something stays, for a look.
+            clean = not (figures.duplicates or figures.lost or figures.wrong_cancellations or figures.tracebacks)
+            world.close(keep=not clean)
+            if not clean:
+                figures.notes.append(f"run {number}: its database, configuration and logs are kept in {world.folder}")
         return figures
 
     def kill_once(self, world: World, figures: Figures) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,9 +133,12 @@ class World:
             "logging": {"level": "warning"},
         }
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = False) -> None:
+        """Stop the sandboxes; the run's folder is removed unless `keep`."""
         self.ultimo.stop()
         self.ews.stop()
+        if not keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     # --- people --------------------------------------------------------------------------
 
