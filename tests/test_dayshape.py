@@ -104,14 +104,14 @@ def test_changes_found_after_a_long_gap_are_spread_over_the_hours_the_profile_ex
 def test_nothing_learned_means_a_flat_day_and_flat_buckets():
     policy = ReadPolicy.for_budget(5000, 50)
     assert DayProfile().weights() == pytest.approx([1.0] * 24)
-    assert ReadPlanner.shapes_for(policy, None) == (FLAT, FLAT, FLAT)
-    assert ReadPlanner.shapes_for(policy, {"found": "garbage"}) == (FLAT, FLAT, FLAT)
+    assert ReadPlanner.shapes_for(policy, None) == (FLAT, FLAT)
+    assert ReadPlanner.shapes_for(policy, {"found": "garbage"}) == (FLAT, FLAT)
     # Five changes at nine are not yet a day's pattern: still even, and status says so.
     few = DayProfile()
     t = epoch(T0) + 10 * 3600.0
     few.observe(5, [(t - 3600.0, t, 1.0)], t)
-    assert ReadPlanner.shapes_for(policy, few) == (FLAT, FLAT, FLAT)
-    assert ReadPlanner.shapes_for(policy, office_profile())[1] != FLAT
+    assert ReadPlanner.shapes_for(policy, few) == (FLAT, FLAT)
+    assert ReadPlanner.shapes_for(policy, office_profile())[0] != FLAT
 
 
 def test_reads_follow_the_square_root_of_the_changes_but_never_below_the_floor():

@@ -172,7 +172,7 @@ class DayProfile:
         self.half_life = half_life_days * DAY
         self.prior = prior_changes
         self.found = [0.0] * 24
-        self.expected = [0.0] * 24
+        self.exposure = [0.0] * 24
         self.at: float | None = None
         self.version = 0
 
@@ -180,15 +180,15 @@ class DayProfile:
         if self.at is not None and t > self.at:
             f = 0.5 ** ((t - self.at) / self.half_life)
             self.found = [x * f for x in self.found]
-            self.expected = [x * f for x in self.expected]
+            self.exposure = [x * f for x in self.exposure]
         if self.at is None or t > self.at:
             self.at = t
 
     def weights(self) -> list[float]:
         """The 24 hourly weights (UTC hours), mean 1."""
-        found, exposure = sum(self.found), sum(self.expected)
-        scale = found / exposure if exposure > 0 else 0.0
-        raw = [(f + self.prior) / (e * scale + self.prior) for f, e in zip(self.found, self.expected, strict=True)]
+        found, covered = sum(self.found), sum(self.exposure)
+        scale = found / covered if covered > 0 else 0.0
+        raw = [(f + self.prior) / (e * scale + self.prior) for f, e in zip(self.found, self.exposure, strict=True)]
         mean = sum(raw) / 24
         return [x / mean for x in raw]
 
@@ -208,13 +208,13 @@ class DayProfile:
         pull = [c * x for c, x in zip(cover, w, strict=True)]
         total = sum(pull)
         for h in range(24):
-            self.expected[h] += cover[h]
+            self.exposure[h] += cover[h]
             if found > 0 and total > 0:
                 self.found[h] += found * pull[h] / total
         self.version += 1
 
     def to_json(self) -> dict[str, object]:
-        return {"found": [round(x, 4) for x in self.found], "expected": [round(x, 4) for x in self.expected],
+        return {"found": [round(x, 4) for x in self.found], "exposure": [round(x, 4) for x in self.exposure],
                 "at": self.at}
 
     def load(self, data: object) -> bool:
@@ -222,13 +222,13 @@ class DayProfile:
         try:
             d = dict(data)  # type: ignore[call-overload]
             found = [max(0.0, float(x)) for x in d["found"]]
-            expected = [max(0.0, float(x)) for x in d["expected"]]
+            exposure = [max(0.0, float(x)) for x in d["exposure"]]
             at = None if d.get("at") is None else float(d["at"])
         except (TypeError, KeyError, ValueError):
             return False
-        if len(found) != 24 or len(expected) != 24 or not all(map(math.isfinite, found + expected)):
+        if len(found) != 24 or len(exposure) != 24 or not all(map(math.isfinite, found + exposure)):
             return False
-        self.found, self.expected, self.at = found, expected, at
+        self.found, self.exposure, self.at = found, exposure, at
         self.version += 1
         return True
 

@@ -70,7 +70,6 @@ class ReadPolicy:
     split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
     force_share: float = 0.9            # no whole window is planned to wait past this share of the bound
     near_change_share: float = 0.5      # share of a room's Ultimo-side changes in its near term
-    day_profile: bool = True            # spread reads over the day as changes are (learned)
     quiet_floor: float = 0.6            # reads in the quietest hour, at least this share of the average
     period_cap: float = 1.0             # no whole window waits more uniform periods of read time (x stretch)
 
@@ -171,7 +170,7 @@ class ReadPlanner:
         self._bound: tuple[int, float] | None = None
         self._forced: tuple[float, int, frozenset[str]] | None = None
         # When in the day changes happen (learned) and the shapes that follow from it:
-        # of the changes (for a read's value), of reads, of every call (the main bucket).
+        # of the changes (for a read's value) and of the reads (both buckets refill along it).
         self.profile = DayProfile()
         self.changes_shape = FLAT
         self._shaped: tuple[int, float] | None = None     # (profile version, when) of the shapes
@@ -186,24 +185,23 @@ class ReadPlanner:
     # -- the day's shape --------------------------------------------------------------
 
     @staticmethod
-    def shapes_for(policy: ReadPolicy, profile: DayProfile | dict[str, object] | None) -> tuple[Shape, Shape, Shape]:
-        """(every call, reads, changes) shapes for a learned `profile` (or a kept one): reads
-        by the square-root rule over the hours, at least `quiet_floor` of their average.
-        Every call follows the reads' shape: writes come when people book, in the same
-        hours, and a bucket shaped by a guess at the writes alone starved the reads when
-        writes came later in the day than the guess."""
+    def shapes_for(policy: ReadPolicy, profile: DayProfile | dict[str, object] | None) -> tuple[Shape, Shape]:
+        """(reads, changes) shapes for a learned `profile` (or a kept one): reads by the
+        square-root rule over the hours, at least `quiet_floor` of their average. Both
+        buckets follow the reads' shape: writes come when people book, in the same hours,
+        and a bucket shaped by a guess at the writes alone starved the reads when writes
+        came later in the day than the guess."""
         if isinstance(profile, dict):
             learned = DayProfile()
             profile = learned if learned.load(profile) else None
-        if profile is None or not policy.day_profile or sum(profile.found) < LEARNED:
-            return FLAT, FLAT, FLAT        # nothing (or too little) learned: evenly
+        if profile is None or sum(profile.found) < LEARNED:
+            return FLAT, FLAT        # nothing (or too little) learned: evenly
         changes = profile.weights()
-        reads = Shape(read_shape(changes, policy.quiet_floor))
-        return reads, reads, Shape(changes)
+        return Shape(read_shape(changes, policy.quiet_floor)), Shape(changes)
 
     def day_message(self, zone: tzinfo, now: datetime) -> str:
         """How reads spread over the day, for `syncd status` and the start-up message."""
-        hours = busy_hours(self.profile, zone, at=now) if self.policy.day_profile else None
+        hours = busy_hours(self.profile, zone, at=now)
         if hours is None:
             return "reads are spread evenly over the day until syncd has learned when Ultimo bookings change"
         return (f"Ultimo bookings change mostly {hours}: reads follow, and never fall below "
@@ -222,9 +220,9 @@ class ReadPlanner:
                                                        or t < self._shaped[1] + 3600.0):
             return
         self._shaped = (self.profile.version, t)
-        calls, reads, changes = self.shapes_for(self.policy, self.profile)
-        if calls != self.bucket.shape:
-            self.bucket.reshape(calls, now)
+        reads, changes = self.shapes_for(self.policy, self.profile)
+        if reads != self.bucket.shape:
+            self.bucket.reshape(reads, now)
         if reads != self.reads.shape:
             self.reads.reshape(reads, now)
         if changes != self.changes_shape:
