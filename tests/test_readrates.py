@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,3 +100,44 @@ def _grant(p: ReadPlanner, room: str, t: datetime) -> ReadGrant:
     _, full = p.windows(t)
     return ReadGrant(room, FULL, full, 1)
 
+
+
+def _poisson(rng, lam: float) -> int:
+    n, p, limit = 0, 1.0, math.exp(-lam)
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return n
+        n += 1
+
+
+def _learned(means: list[float], seed: int = 5) -> tuple[ChangeRates, dict[str, int], list[int]]:
+    """Rooms of one size, each read over two days finding what chance gives at its mean."""
+    rng = random.Random(seed)
+    rates, sizes, counts = ChangeRates(), {}, []
+    for i, mean in enumerate(means):
+        n = _poisson(rng, 2 * mean)
+        rates.observe(f"r{i}", n, 2 * DAY, 2 * DAY)
+        sizes[f"r{i}"] = 50
+        counts.append(n)
+    return rates, sizes, counts
+
+
+def test_where_rooms_change_as_their_size_says_a_quiet_two_days_is_taken_for_chance():
+    rates, sizes, counts = _learned([1.5] * 100)
+    kappa = rates.kappa(sizes)
+    assert rates.strength(sizes, kappa) >= 10          # the counts spread no more than chance does
+    learned = [rates.rate(f"r{i}", 50, kappa, rates.strength(sizes, kappa)) for i in range(100)]
+    mean = sum(learned) / len(learned)
+    quietest = learned[counts.index(min(counts))]
+    assert min(counts) <= 1 and quietest > 0.6 * mean   # not starved for a chance quiet spell
+
+
+def test_where_a_fifth_of_the_rooms_make_most_changes_each_rooms_count_decides():
+    rates, sizes, counts = _learned([6.0] * 20 + [0.375] * 80)
+    kappa = rates.kappa(sizes)
+    strength = rates.strength(sizes, kappa)
+    assert strength < 2
+    learned = [rates.rate(f"r{i}", 50, kappa, strength) for i in range(100)]
+    hot, cold = sum(learned[:20]) / 20, sum(learned[20:]) / 80
+    assert hot > 10 * cold        # true ratio 16; a fixed prior of half a day gave about 9

@@ -8,7 +8,11 @@ near-term and far reads see their own share of a room's changes (`near_share`).
 The estimate is Poisson with a gamma prior: (changes + prior rate x prior time) /
 (exposure + prior time). The prior rate grows with the room's bookings (busier rooms
 change more), at a rate per booking pooled over every room (so that a quiet estate
-does not keep the default). Changes and exposure decay with a half-life of days, so a
+does not keep the default). How much the prior weighs is learned too (`strength`): from
+how far the rooms' counts spread beyond what chance and their sizes explain. Where
+rooms change as their sizes say, a room's few changes of a day or two are mostly chance
+and the prior holds (a room that happened to see none is not starved); where a few rooms
+make most of the changes, the counts show it and each room's own count decides. Changes and exposure decay with a half-life of days, so a
 room that quietens down is read less within a few days, not never. The counts are kept
 in the database (`room_state.ultimo_changes`, `ultimo_exposure_s`, `rates_at`): a
 restarted service starts from what it had learned.
@@ -55,6 +59,7 @@ class ChangeRates:
         self._rooms: dict[str, RateState] = {}
         self._dirty: set[str] = set()
         self._kappa: tuple[tuple[int, float], float] | None = None
+        self._strength: tuple[tuple[int, float, float], float] | None = None
         self._version = 0
 
     @property
@@ -107,13 +112,41 @@ class ChangeRates:
         self._kappa = ((self._version, total), k)
         return k
 
-    def rate(self, room: str, rows: int | None, kappa: float) -> float:
-        """Changes per second expected of `room` (with `rows` bookings)."""
+    def strength(self, sizes: dict[str, int | None], kappa: float) -> float:
+        """The prior's weight, in changes: the gamma shape of how rooms' rates spread around
+        what their sizes predict, by the method of moments. A room's count n over
+        exposure e expects m = kappa x size x e, and varies by m + m^2 / shape: the
+        spread beyond chance, pooled over rooms, gives 1 / shape. Starts from (and, with
+        little seen, stays near) the default of `prior_time`'s weight for an average room;
+        kept within [0.2, 20] changes."""
+        key = (self._version, sum(_size(sizes.get(r)) for r in sizes), kappa)
+        if self._strength is not None and self._strength[0] == key:
+            return self._strength[1]
+        sized = [_size(sizes.get(r)) for r in sizes]
+        default = kappa * (sum(sized) / max(1, len(sized))) * self.prior_time
+        # Pseudo-data worth a few rooms' day, at the default's spread.
+        weight = 4 * (kappa * (sum(sized) / max(1, len(sized))) * DAY) ** 2
+        num, den = weight / max(default, 1e-9), weight
+        for room, st in self._rooms.items():
+            if st.exposure <= 0:
+                continue
+            m = kappa * _size(sizes.get(room)) * st.exposure
+            num += (st.changes - m) ** 2 - st.changes
+            den += m * m
+        inverse = max(num, 0.0) / den if den > 0 else 1 / max(default, 1e-9)
+        shape = min(20.0, max(0.2, 1 / inverse if inverse > 0 else 20.0))
+        self._strength = (key, shape)
+        return shape
+
+    def rate(self, room: str, rows: int | None, kappa: float, strength: float | None = None) -> float:
+        """Changes per second expected of `room` (with `rows` bookings); `strength`: the
+        prior's weight in changes (`strength`; `prior_time`'s when None)."""
         st = self._rooms.get(room)
         prior = kappa * _size(rows)
         if st is None:
             return prior
-        return (st.changes + prior * self.prior_time) / (st.exposure + self.prior_time)
+        weight = self.prior_time if strength is None or prior <= 0 else strength / prior
+        return (st.changes + prior * weight) / (st.exposure + weight)
 
     def take_dirty(self) -> dict[str, RateState]:
         """The rooms whose counts changed since the last call (to persist)."""

@@ -180,7 +180,7 @@ class ReadPlanner:
         self._rates_key: tuple[int, int] | None = None
         self._rates: dict[str, float] = {}
         self._kappa_key: tuple[int, int] | None = None
-        self._kappa_value = 0.0
+        self._kappa_value = (0.0, 0.0)
 
     # -- the day's shape --------------------------------------------------------------
 
@@ -329,7 +329,7 @@ class ReadPlanner:
             self._rates_key, self._rates = key, {}
         lam = self._rates.get(room)
         if lam is None:
-            lam = self._rates[room] = self.rates.rate(room, self._rooms[room].rows, self._kappa())
+            lam = self._rates[room] = self.rates.rate(room, self._rooms[room].rows, self._kappa(), self._strength())
         return lam
 
     def _mean_rate(self) -> float:
@@ -339,12 +339,19 @@ class ReadPlanner:
             self._mean = (key, max(1e-12, sum(rates) / max(1, len(rates))))
         return self._mean[1]
 
+    def _strength(self) -> float:
+        self._kappa()
+        return self._kappa_value[1]
+
     def _kappa(self) -> float:
+        """The prior's rate per booking (and, with it, its weight: `_strength`)."""
         key = (self.rates.version, self._rows_version)
         if self._kappa_key != key:
             self._kappa_key = key
-            self._kappa_value = self.rates.kappa({name: r.rows for name, r in self._rooms.items()})
-        return self._kappa_value
+            sizes = {name: r.rows for name, r in self._rooms.items()}
+            kappa = self.rates.kappa(sizes)
+            self._kappa_value = (kappa, self.rates.strength(sizes, kappa))
+        return self._kappa_value[0]
 
     def bound(self, now: datetime | None = None) -> float:
         """Seconds no part of any room's window goes unread for longer (in the steady
