@@ -101,6 +101,27 @@ def test_changes_found_after_a_long_gap_are_spread_over_the_hours_the_profile_ex
     assert sum(gained[h] for h in OFFICE) > 0.8 * 12                # most of them in the office morning
 
 
+def test_finds_spread_over_a_night_by_an_early_guess_are_put_back_where_the_day_shows_them():
+    """Each morning's first read, after a night unread, finds the changes of 07:00-07:30;
+    reads every half hour after that find a change each. Spread as the profile first
+    guessed, the mornings' finds lie partly in the night; refitted, they go to 07:00."""
+    prof = DayProfile()
+    hour = 3600.0
+    for day in range(5):
+        d = day * DAY
+        for _room in range(10):
+            prof.observe(2, [(d - 6 * hour if day else d, d + 7.5 * hour, 1.0)], d + 7.5 * hour)
+            for k in range(21):
+                t = d + 8 * hour + k * 1800.0
+                prof.observe(1, [(t - 1800.0, t, 1.0)], t)
+    before, total = prof.weights(), sum(prof.found)
+    prof.refit(rounds=20)
+    after = prof.weights()
+    assert after[7] > 1.15 * before[7]
+    assert all(after[h] < before[h] for h in (0, 3, 6, 20))
+    assert sum(prof.found) == pytest.approx(total)     # moved, nothing lost or made up
+
+
 def test_nothing_learned_means_a_flat_day_and_flat_buckets():
     policy = ReadPolicy.for_budget(5000, 50)
     assert DayProfile().weights() == pytest.approx([1.0] * 24)

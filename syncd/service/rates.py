@@ -23,6 +23,7 @@ Pure: no I/O, no clock; times are epoch seconds passed in.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
@@ -190,8 +191,13 @@ class DayProfile:
     Per UTC hour: the changes reads found there, and the exposure there (seconds of the
     hour a read covered, times the room's rate relative to the average room's). A read
     learns only that its changes happened since the part it read was last read, so they
-    are spread over those hours in proportion to what the profile expects of each (an
-    estimate that sharpens as reads are frequent where changes are). An hour's weight is
+    are spread over those hours in proportion to what the profile expects of each. What
+    it expected when a change was found is often wrong (at first it expects every hour
+    alike, so a change of 06:30 found at 08:00 after a night's gap lands half in the
+    night), and guesses left as they were pull the busy hours' edges into the quiet
+    ones, where fewer reads then find them later still. So the most recent finds (`keep`
+    of them) are spread again by the newer profile when the planner reshapes (`refit`:
+    expectation-maximisation over them, the older finds as they lie). An hour's weight is
     (found + prior) / (flat + prior), where flat is what the hour would hold of all the
     changes found if they came evenly over the exposure; 24 of them scaled to mean 1.
     Relative rates and a total matched to what was found keep the weights free of the
@@ -201,13 +207,17 @@ class DayProfile:
     a week or two. Pure: epoch seconds passed in.
     """
 
-    def __init__(self, *, half_life_days: float = 7.0, prior_changes: float = 2.0) -> None:
+    def __init__(self, *, half_life_days: float = 7.0, prior_changes: float = 2.0, keep: int = 2000) -> None:
         self.half_life = half_life_days * DAY
         self.prior = prior_changes
         self.found = [0.0] * 24
         self.exposure = [0.0] * 24
         self.at: float | None = None
         self.version = 0
+        # The recent finds: (when, changes, hours covered, where they were put), in memory
+        # only; `found` holds them as put (decayed from when), with every older find.
+        self._recent: deque[tuple[float, float, list[float], list[float]]] = deque(maxlen=keep)
+        self._fitted = 0
 
     def _decay(self, t: float) -> None:
         if self.at is not None and t > self.at:
@@ -237,14 +247,36 @@ class DayProfile:
         if not any(cover) and found <= 0:
             return
         self._decay(at)
-        w = self.weights()
-        pull = [c * x for c, x in zip(cover, w, strict=True)]
-        total = sum(pull)
+        put = self._spread(found, cover, self.weights())
         for h in range(24):
             self.exposure[h] += cover[h]
-            if found > 0 and total > 0:
-                self.found[h] += found * pull[h] / total
+            self.found[h] += put[h]
+        if found > 0 and any(put):
+            self._recent.append((at, float(found), cover, put))
         self.version += 1
+
+    @staticmethod
+    def _spread(found: float, cover: list[float], weights: list[float]) -> list[float]:
+        pull = [c * x for c, x in zip(cover, weights, strict=True)]
+        total = sum(pull)
+        return [found * x / total for x in pull] if found > 0 and total > 0 else [0.0] * 24
+
+    def refit(self, rounds: int = 3) -> None:
+        """Spread the recent finds again by the profile they make (see the class docstring);
+        a few rounds each time, from where the last left off, as the profile moves slowly."""
+        if not self._recent or self._fitted == self.version or self.at is None:
+            return
+        now = self.at
+        for _ in range(rounds):
+            w = self.weights()
+            for k, (at, found, cover, put) in enumerate(self._recent):
+                new = self._spread(found, cover, w)
+                f = 0.5 ** ((now - at) / self.half_life)
+                for h in range(24):
+                    self.found[h] = max(0.0, self.found[h] + (new[h] - put[h]) * f)
+                self._recent[k] = (at, found, cover, new)
+        self.version += 1
+        self._fitted = self.version
 
     def to_json(self) -> dict[str, object]:
         return {"found": [round(x, 4) for x in self.found], "exposure": [round(x, 4) for x in self.exposure],
@@ -262,6 +294,7 @@ class DayProfile:
         if len(found) != 24 or len(exposure) != 24 or not all(map(math.isfinite, found + exposure)):
             return False
         self.found, self.exposure, self.at = found, exposure, at
+        self._recent.clear()
         self.version += 1
         return True
 

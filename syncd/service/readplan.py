@@ -219,6 +219,7 @@ class ReadPlanner:
         if not force and self._shaped is not None and (self._shaped[0] == self.profile.version
                                                        or t < self._shaped[1] + 3600.0):
             return
+        self.profile.refit()
         self._shaped = (self.profile.version, t)
         reads, changes = self.shapes_for(self.policy, self.profile)
         if reads != self.bucket.shape:
