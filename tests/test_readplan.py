@@ -21,6 +21,7 @@ from sqlalchemy.pool import StaticPool
 
 from syncd.engine.cycle import start_run
 from syncd.errors import BudgetExhausted
+from syncd.service.bucket import epoch
 from syncd.service.pacer import (
     Pacer,
     PacingWait,
@@ -107,7 +108,10 @@ def test_reads_are_paced_to_their_share_of_the_rate_and_overflow_is_not_wasted()
     for g in granted:
         p.done(g, T0, ok=True)
     more = [g for room in rooms if (g := p.claim(room, later)) is not None]
-    assert len(more) == int(600 * policy.read_rate)       # refilled at 3/4 of the steady rate
+    # Refilled at 3/4 of the steady rate, by the hour's weight (working hours before
+    # anything is learned).
+    assert p.reads.shape.at(epoch(T0)) > 1
+    assert len(more) == int(p.reads.shape.integral(epoch(T0), epoch(later)) * policy.read_rate)
     assert p.reads.level(later) < 1                       # the reads' own bucket is spent
     # A full bank would overflow: then reads may use what overflows, in the queue's order
     # (the first due room, not whichever room asks first: the worst-case bound holds).

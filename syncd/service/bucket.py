@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -162,6 +162,8 @@ class TokenBucket:
         self.shape = shape
         self._level = min(level, capacity)
         self._at = epoch(at)
+        # (epoch, level) -> the share of the refill to take (`CallWindow.pace`), or None.
+        self.pace: Callable[[float, float], float] | None = None
 
     def reshape(self, shape: Shape, now: datetime) -> None:
         """Refill at `shape` from `now` on (what came before is filled at the old one)."""
@@ -177,7 +179,8 @@ class TokenBucket:
         """Tokens available at `now` (refilled up to then; time never runs backwards here)."""
         t = epoch(now)
         if t > self._at:
-            self._level = min(self.capacity, self._level + self.shape.integral(self._at, t) * self.rate)
+            share = 1.0 if self.pace is None else self.pace(self._at, self._level)
+            self._level = min(self.capacity, self._level + self.shape.integral(self._at, t) * self.rate * share)
             self._at = t
         return self._level
 
@@ -311,6 +314,29 @@ class CallWindow:
             if held + n <= self.limit:
                 return max(0.0, (k + 1) * self.BIN + DAY - t)
         return 0.0
+
+    def pace(self, t: float, level: float, refill: Callable[[float, float], float]) -> float:
+        """The share (0 to 1) of its refill a bucket holding `level` at `t` may take so that,
+        were it to spend everything it holds and gets, no 24 hours would hold more than
+        `limit` calls; `refill(t, u)`: what it would get from `t` to `u` at the full pace.
+        1 whenever the bucket has kept a fixed shape (its own bound suffices); below 1
+        after the shape moved or calls were made elsewhere, which spreads the shortfall
+        over the hours until the calls that cause it leave the window, instead of
+        stopping every call when the window fills."""
+        self._expire(t)
+        if not self._bins:
+            return 1.0
+        share = 1.0
+        held = sum(self._bins.values())
+        for k in sorted(self._bins):
+            # Just before bin k stops counting, at u, the window still holds `held`.
+            u = (k + 1) * self.BIN + DAY
+            if u > t:
+                get = refill(t, u)
+                if get > 0:
+                    share = min(share, (self.limit - held - max(0.0, level)) / get)
+            held -= self._bins[k]
+        return max(0.0, share)
 
     def bins(self, t: float) -> list[tuple[int, int]]:
         """The bins still counting at `t` (for a snapshot)."""

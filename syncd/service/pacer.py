@@ -84,8 +84,11 @@ class Pacer:
         self.planner = ReadPlanner(policy, rooms, TokenBucket(policy.capacity, policy.rate, level, start))
         if profile is not None:
             self.planner.load_profile(profile, start)
-        # The calls of the last 24 hours: no call while they are the daily budget.
+        # The calls of the last 24 hours: no call while they are the daily budget, and the
+        # bucket refills slower while spending all it gets would come to that.
         self.window = window if window is not None else CallWindow(policy.daily_budget)
+        self._pace: tuple[int, float] | None = None
+        self.planner.bucket.pace = self._paced
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._own = 0                       # own calls since the ledger was last observed
@@ -93,6 +96,15 @@ class Pacer:
         self._seen_calls: int | None = None
         self._local = threading.local()
         self.calls = 0
+
+    def _paced(self, t: float, level: float) -> float:
+        """`CallWindow.pace` for the main bucket, worked out once a minute (a call changes
+        the window and the level alike, so between refills the share holds)."""
+        slot = int(t // 60)
+        if self._pace is None or self._pace[0] != slot:
+            bucket = self.planner.bucket
+            self._pace = (slot, self.window.pace(t, level, lambda a, b: bucket.shape.integral(a, b) * bucket.rate))
+        return self._pace[1]
 
     # --- the budget interface UltimoClient uses ---------------------------------------
 
@@ -303,7 +315,7 @@ def start_state(engine: Engine, policy: ReadPolicy, now: datetime) -> StartState
         elif day == yesterday:
             window.add(max(0, n), midnight - 1.0)
     profile = snap.profile if snap is not None else None
-    shape = ReadPlanner.shapes_for(policy, profile)[0]
+    shape = ReadPlanner.shapes_for(policy, profile, now)[0]
     level = initial_level(policy, now, calls_last_two_days=two_days, snapshot=snap, calls_since_snapshot=since,
                           shape=shape)
     return StartState(level, window, profile)

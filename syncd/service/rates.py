@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
-__all__ = ["LEARNED", "ChangeRates", "DayProfile", "RateState", "busy_hours", "hour_seconds", "read_shape"]
+__all__ = ["LEARNED", "ChangeRates", "DayProfile", "RateState", "busy_hours", "hour_seconds", "office_prior",
+           "read_shape"]
 
 DAY = 86400.0
 
@@ -165,6 +166,7 @@ def _size(rows: int | None) -> float:
 
 
 HOUR = 3600.0
+LEARNED = 20.0      # changes found before the profile shapes anything (or is shown)
 
 
 def hour_seconds(since: float, until: float) -> list[float]:
@@ -213,6 +215,7 @@ class DayProfile:
         self.found = [0.0] * 24
         self.exposure = [0.0] * 24
         self.at: float | None = None
+        self.first: float | None = None      # the first read it learned from
         self.version = 0
         # The recent finds: (when, changes, hours covered, where they were put), in memory
         # only; `found` holds them as put (decayed from when), with every older find.
@@ -226,6 +229,21 @@ class DayProfile:
             self.exposure = [x * f for x in self.exposure]
         if self.at is None or t > self.at:
             self.at = t
+        if self.first is None:
+            self.first = t
+
+    def learned(self, least: float = LEARNED) -> bool:
+        """Enough to shape anything by: `least` changes found, over at least a whole day
+        of reads (a morning's finds say nothing yet of the afternoon, and reads moved into
+        the morning on them would be missed in the 24-hour window by the evening)."""
+        return self.share(least) >= 1.0
+
+    def share(self, least: float = LEARNED) -> float:
+        """How far to trust the profile, 0 to 1: nothing before `least` finds, then the
+        part of a day it has read."""
+        if sum(self.found) < least or self.at is None or self.first is None:
+            return 0.0
+        return min(1.0, (self.at - self.first) / DAY)
 
     def weights(self) -> list[float]:
         """The 24 hourly weights (UTC hours), mean 1."""
@@ -280,7 +298,7 @@ class DayProfile:
 
     def to_json(self) -> dict[str, object]:
         return {"found": [round(x, 4) for x in self.found], "exposure": [round(x, 4) for x in self.exposure],
-                "at": self.at}
+                "at": self.at, "first": self.first}
 
     def load(self, data: object) -> bool:
         """Take what a predecessor kept (see `to_json`); False (nothing taken) when malformed."""
@@ -289,24 +307,43 @@ class DayProfile:
             found = [max(0.0, float(x)) for x in d["found"]]
             exposure = [max(0.0, float(x)) for x in d["exposure"]]
             at = None if d.get("at") is None else float(d["at"])
+            # Kept before the first read was: taken as a day before the last.
+            first = (None if at is None else at - DAY) if d.get("first") is None else float(d["first"])
         except (TypeError, KeyError, ValueError):
             return False
         if len(found) != 24 or len(exposure) != 24 or not all(map(math.isfinite, found + exposure)):
             return False
-        self.found, self.exposure, self.at = found, exposure, at
+        self.found, self.exposure, self.at, self.first = found, exposure, at, first
         self._recent.clear()
         self.version += 1
         return True
 
 
-def read_shape(weights: list[float], floor: float) -> list[float]:
+def office_prior(zone: tzinfo, at: datetime, *, start: int = 7, end: int = 19, ratio: float = 3.0) -> list[float]:
+    """What is guessed of the day before anything is learned: bookings change `ratio`
+    times as often in working hours (`start` to `end`, local, on the day of `at`) as
+    outside them; 24 UTC-hour weights of mean 1. A site busy round the clock corrects it
+    within its first day (`ReadPlanner.shapes_for`)."""
+    day = at.astimezone(zone).date()
+    midnight = datetime.combine(day, time(0), zone).astimezone(UTC)
+    raw = [1.0] * 24
+    for h in range(24):
+        local = (midnight + timedelta(hours=h)).astimezone(zone)
+        raw[(midnight + timedelta(hours=h)).hour] = ratio if start <= local.hour < end else 1.0
+    mean = sum(raw) / 24
+    return [x / mean for x in raw]
+
+
+def read_shape(weights: list[float], floor: float, carry: int = 2) -> list[float]:
     """How reads should spread over the day given when changes happen (hourly `weights`,
     mean 1): the square-root rule over time (reads where changes are, as the square
     root of their rate, which keeps the mean lag least for a fixed number of reads),
     never below `floor` of the average so the quiet hours keep the worst-case bound.
-    An hour is read at least as its hour before is: a change made late in a busy hour
-    waits for the reads after it, which a sharp drop at the end of the day would thin."""
-    shape = [math.sqrt(max(0.0, w, weights[h - 1])) for h, w in enumerate(weights)]
+    An hour is read at least as the `carry` hours before it are: the changes piled up
+    in a busy hour wait for the reads after it, which need about one sweep of every room
+    at the busy pace (one to two hours) to reach them all; a sharp drop at the end of the
+    day would leave the last of them for the night's slow sweep."""
+    shape = [math.sqrt(max(0.0, *(weights[h - j] for j in range(carry + 1)))) for h in range(24)]
     for _ in range(50):
         mean = sum(shape) / 24
         if mean <= 0:
@@ -319,13 +356,12 @@ def read_shape(weights: list[float], floor: float) -> list[float]:
     return [x / mean for x in shape]
 
 
-LEARNED = 20.0      # changes found before the profile shapes anything (or is shown)
 
 
 def busy_hours(profile: DayProfile, zone: tzinfo, *, at: datetime | None = None, least: float = LEARNED) -> str | None:
     """The hours (in `zone`, on the day of `at`) when changes come above the day's average,
     e.g. "07:00-18:00", or None while fewer than `least` changes have been learned."""
-    if sum(profile.found) < least:
+    if not profile.learned(least):
         return None
     w = profile.weights()
     day = (at or datetime.now(UTC)).astimezone(zone).date()

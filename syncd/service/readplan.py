@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 from syncd.core.model import TimeWindow, utc
 from syncd.service.bucket import FLAT, PacerSnapshot, Shape, TokenBucket, epoch, from_epoch, initial_level
 from syncd.service.estimate import DAY, Estimate, estimate, human
-from syncd.service.rates import LEARNED, ChangeRates, DayProfile, busy_hours, read_shape
+from syncd.service.rates import ChangeRates, DayProfile, busy_hours, office_prior, read_shape
 from syncd.ultimo.paging import calls_for_rows
 
 __all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
@@ -185,18 +185,26 @@ class ReadPlanner:
     # -- the day's shape --------------------------------------------------------------
 
     @staticmethod
-    def shapes_for(policy: ReadPolicy, profile: DayProfile | dict[str, object] | None) -> tuple[Shape, Shape]:
+    def shapes_for(policy: ReadPolicy, profile: DayProfile | dict[str, object] | None,
+                   now: datetime | None = None) -> tuple[Shape, Shape]:
         """(reads, changes) shapes for a learned `profile` (or a kept one): reads by the
         square-root rule over the hours, at least `quiet_floor` of their average. Both
         buckets follow the reads' shape: writes come when people book, in the same hours,
         and a bucket shaped by a guess at the writes alone starved the reads when writes
-        came later in the day than the guess."""
+        came later in the day than the guess. Until a whole day is learned the profile
+        is mixed with a guess (`office_prior`, working hours in `policy.timezone` on the
+        day of `now`; flat without `now`) as far as it has been read: a first day that
+        ran flat through the night and then followed a morning's finds had spent the
+        evening's calls by the afternoon."""
         if isinstance(profile, dict):
             learned = DayProfile()
             profile = learned if learned.load(profile) else None
-        if profile is None or sum(profile.found) < LEARNED:
-            return FLAT, FLAT        # nothing (or too little) learned: evenly
-        changes = profile.weights()
+        share = 0.0 if profile is None else profile.share()
+        if share <= 0 and now is None:
+            return FLAT, FLAT        # nothing (or too little) learned, and no guess: evenly
+        base = [1.0] * 24 if now is None else office_prior(ZoneInfo(policy.timezone), now)
+        weights = profile.weights() if profile is not None and share > 0 else base
+        changes = [b + (w - b) * share for b, w in zip(base, weights, strict=True)]
         return Shape(read_shape(changes, policy.quiet_floor)), Shape(changes)
 
     def day_message(self, zone: tzinfo, now: datetime) -> str:
@@ -221,7 +229,7 @@ class ReadPlanner:
             return
         self.profile.refit()
         self._shaped = (self.profile.version, t)
-        reads, changes = self.shapes_for(self.policy, self.profile)
+        reads, changes = self.shapes_for(self.policy, self.profile, now)
         if reads != self.bucket.shape:
             self.bucket.reshape(reads, now)
         if reads != self.reads.shape:
