@@ -13,7 +13,8 @@ Ultimo-side changes inside the window it read and tells the planner how many.
 Three ways to spend exactly the same number of read calls each day (the plan's):
 
 - plan: what the service does (learned rates and day profile, near-term weighting, the
-  worst-case bound and the period cap), starting from nothing learned;
+  worst-case bound and the period cap), starting from nothing learned (the service's
+  working-hours guess in its place until it has read a whole day);
 - uniform: every room's whole window read equally often, evenly spread over the day;
 - sqrt (true rates): square-root allocation knowing each room's true rate and when in the
   day its changes come (reads spread as the square root of that), a lower bound no

@@ -10,9 +10,11 @@ writes of the busy hours.
 
 The day. Both buckets refill along a `Shape` learned from when Ultimo-side changes come
 (`syncd.service.rates.DayProfile`, pooled over rooms): reads as the square root of each
-hour's change rate, at least `quiet_floor` of their average pace, and writes in the same
-hours. A day's total is the same as flat; `Pacer`'s 24-hour window holds the budget while the
-shape moves.
+hour's change rate, at least `quiet_floor` of their average pace, busy for two hours
+after a busy hour, and writes in the same hours. Until a whole day is learned, a guess
+(working hours busier, in the configured zone) stands in for what is not. A day's total is
+the same as flat; `Pacer`'s 24-hour window holds the budget while the shape moves, and the
+bucket refills slower where spending all it gets would fill that window.
 
 Choosing. Each room has a near-term window (now - past_days until the end of the
 `near_term_days`-th local day: today and tomorrow by default) and the full window. A
