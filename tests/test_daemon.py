@@ -343,7 +343,8 @@ def test_status_says_over_which_hours_reads_are_spread(world: World, tmp_path: P
     config = write_config(world, tmp_path / "config.yaml")
     capfd.readouterr()
     main(["--config", str(config), "status"])
-    assert "Over the day: reads are spread evenly" in capfd.readouterr().out
+    assert "Over the day: until syncd has read a whole day and learned when Ultimo bookings change, reads lean " \
+        "to working hours" in capfd.readouterr().out
     profile = DayProfile()
     t0 = datetime(2026, 1, 5, tzinfo=UTC).timestamp()
     for hour in range(3 * 24):

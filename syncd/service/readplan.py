@@ -72,7 +72,7 @@ class ReadPolicy:
     split_reads: bool = True            # near-term reads possible (the cycle can read part of the window)
     force_share: float = 0.9            # no whole window is planned to wait past this share of the bound
     near_change_share: float = 0.5      # share of a room's Ultimo-side changes in its near term
-    quiet_floor: float = 0.6            # reads in the quietest hour, at least this share of the average
+    quiet_floor: float = 0.45           # reads in the quietest hour, at least this share of the average
     period_cap: float = 1.0             # no whole window waits more uniform periods of read time (x stretch)
 
     def __post_init__(self) -> None:
@@ -213,7 +213,8 @@ class ReadPlanner:
         """How reads spread over the day, for `syncd status` and the start-up message."""
         hours = busy_hours(self.profile, zone, at=now)
         if hours is None:
-            return "reads are spread evenly over the day until syncd has learned when Ultimo bookings change"
+            return ("until syncd has read a whole day and learned when Ultimo bookings change, reads lean "
+                    f"to working hours (07:00-19:00 {self.policy.timezone})")
         return (f"Ultimo bookings change mostly {hours}: reads follow, and never fall below "
                 f"{self.policy.quiet_floor:.0%} of their average pace in the quiet hours")
 
