@@ -208,6 +208,11 @@ def run_workload(args: argparse.Namespace, policy: ReadPolicy, day0: float, skew
         span = (day0 + DAY, day0 + days * DAY)
         print(f"{f'  overall, days 2-{days} (learned)':38}" + "".join(f"{fmt(lag_row(ch, span)['all']):>22}"
                                                                  for ch, _ in results.values()))
+    spans = [("3 days", None)] + ([(f"days 2-{days}", (day0 + DAY, day0 + days * DAY))] if days > 1 else [])
+    for label, span in spans:
+        plan, uni, ref = (lag_row(ch, span)["all"] for ch, _ in results.values())
+        print(f"{f'  ratios, {label}':38}p50 plan/uniform {plan[0] / uni[0]:.2f}, plan/sqrt {plan[0] / ref[0]:.2f}; "
+              f"p95 plan/uniform {plan[1] / uni[1]:.2f}")
     left = [sum(1 for c in ch if c.side == "ultimo" and c.done_at is None) for ch, _ in results.values()]
     print(f"{'not crossed by the end':38}" + "".join(f"{n:>22}" for n in left))
     print(f"{'calls used (reads + writes)':38}" + "".join(f"{len(cl):>22}" for _, cl in results.values()))

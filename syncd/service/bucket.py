@@ -10,9 +10,10 @@ same over any whole day. A flat bucket that is never overdrawn lets through at m
 hours, whichever 24 hours (and so in any UTC day). A fixed shape keeps that; a shape
 that has just moved could let slightly more through in the 24 hours around the move,
 so every call also passes a `CallWindow`, which counts the calls of the last 24 hours
-and holds a call while they are `daily_call_budget`. A restarted process starts from a
-level it can prove (`initial_level`) and a window that holds at least its
-predecessors' calls, so the bound holds across restarts too.
+and holds a call while they are `daily_call_budget`; before it comes to that, the bucket
+refills only as fast as spending all it gets would keep within it (`CallWindow.pace`).
+A restarted process starts from a level it can prove (`initial_level`) and a window that
+holds at least its predecessors' calls, so the bound holds across restarts too.
 """
 
 from __future__ import annotations

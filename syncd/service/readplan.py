@@ -74,6 +74,7 @@ class ReadPolicy:
     near_change_share: float = 0.5      # share of a room's Ultimo-side changes in its near term
     quiet_floor: float = 0.45           # reads in the quietest hour, at least this share of the average
     period_cap: float = 1.0             # no whole window waits more uniform periods of read time (x stretch)
+    period_stretch: float = 1.5         # the most a room learned quieter may stretch that cap
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity < self.daily_budget:
@@ -423,8 +424,7 @@ class ReadPlanner:
         age in read time (hours weighted by the read shape: busy hours count more)
         reaches `period_cap` uniform periods (a preference, not a deadline: no backlog),
         stretched for a room learned quieter than the average room by the square root of
-        how much (at most three times). The
-        first keeps the bound in the quiet hours; the second keeps the square-root rule
+        how much (at most `period_stretch` times). The first keeps the bound in the quiet hours; the second keeps the square-root rule
         from leaving rooms far behind in the busy ones on a rate it may have learned too
         low (uniform polling's tail is what it must beat), while the rooms that rarely
         change still give their reads to the ones that do."""
@@ -444,9 +444,10 @@ class ReadPlanner:
                               key=lambda item: item[1].full_at or 0.0):
             ahead += calls_for_rows(r.rows or 0, p.page_limit, known=r.profiled)
             age = t - (r.full_at or t)
-            # A room learned quieter than the average may wait longer, as the square root
-            # of how much quieter (the square-root rule's own spacing), at most 3 times.
-            stretch = min(3.0, max(1.0, math.sqrt(mean / max(self._rate(name), 1e-12))))
+            # A room learned quieter than the average may wait longer, as the square root of
+            # how much quieter (the square-root rule's own spacing), at most `period_stretch`
+            # times (1.5: more let the quiet rooms' changes make the skewed workload's tail).
+            stretch = min(p.period_stretch, max(1.0, math.sqrt(mean / max(self._rate(name), 1e-12))))
             # When the reads of every older window are done, at the reads' shaped rate.
             if age + (shape.advance(t, ahead / rate) - t) >= limit or shape.integral(t - age, t) >= cap * stretch:
                 due.append(name)
