@@ -12,8 +12,9 @@ does not keep the default). How much the prior weighs is learned too (`strength`
 how far the rooms' counts spread beyond what chance and their sizes explain. Where
 rooms change as their sizes say, a room's few changes of a day or two are mostly chance
 and the prior holds (a room that happened to see none is not starved); where a few rooms
-make most of the changes, the counts show it and each room's own count decides. Changes and exposure decay with a half-life of days, so a
-room that quietens down is read less within a few days, not never. The counts are kept
+make most of the changes, the counts show it and each room's own count decides. Changes
+and exposure decay with a half-life of days, so a room that quietens down is read less
+within a few days, not never. The counts are kept
 in the database (`room_state.ultimo_changes`, `ultimo_exposure_s`, `rates_at`): a
 restarted service starts from what it had learned.
 

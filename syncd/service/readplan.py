@@ -424,10 +424,11 @@ class ReadPlanner:
         age in read time (hours weighted by the read shape: busy hours count more)
         reaches `period_cap` uniform periods (a preference, not a deadline: no backlog),
         stretched for a room learned quieter than the average room by the square root of
-        how much (at most `period_stretch` times). The first keeps the bound in the quiet hours; the second keeps the square-root rule
-        from leaving rooms far behind in the busy ones on a rate it may have learned too
-        low (uniform polling's tail is what it must beat), while the rooms that rarely
-        change still give their reads to the ones that do."""
+        how much (at most `period_stretch` times). The first keeps the bound in the quiet
+        hours; the second keeps the square-root rule from leaving rooms far behind in the
+        busy ones on a rate it may have learned too low (uniform polling's tail is what it
+        must beat), while the rooms that rarely change still give their reads to the ones
+        that do."""
         cached = self._forced
         if cached is not None and cached[0] == t and cached[1] == self._version:
             return cached[2]
