@@ -173,6 +173,16 @@ def test_reads_follow_the_square_root_of_the_changes_but_never_below_the_floor()
     assert reads[hi] / reads[lo] == pytest.approx(math.sqrt(weights[hi] / weights[lo]), rel=1e-6)
 
 
+def test_reads_stay_at_the_busy_pace_for_two_hours_after_the_last_busy_hour():
+    """The changes piled up in the last busy hour need a sweep at the busy pace to be read."""
+    weights = office_profile().weights()
+    last = max(OFFICE)
+    reads = read_shape(weights, 0.45)
+    assert weights[last + 1] < 0.5 < 1.5 < weights[last]
+    assert reads[last + 1] == pytest.approx(reads[last]) and reads[last + 2] == pytest.approx(reads[last])
+    assert reads[last + 3] == pytest.approx(reads[3]) < 0.4 * reads[last]      # then the night's pace
+
+
 def test_hour_seconds_splits_a_span_over_the_utc_hours():
     secs = hour_seconds(epoch(T0) + 1800.0, epoch(T0) + 2 * 3600.0 + 600.0)
     assert secs[0] == 1800.0 and secs[1] == 3600.0 and secs[2] == 600.0 and sum(secs) == 6000.0
