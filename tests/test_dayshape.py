@@ -144,9 +144,9 @@ def test_until_a_whole_day_is_read_the_profile_is_mixed_with_a_working_hours_gue
         assert mixed[h] == pytest.approx(guess[h] + 0.4 * (learned[h] - guess[h]), rel=1e-6)
     # Kept by a version that did not keep when it began: taken as having read a day.
     old = {k: v for k, v in two_days.to_json().items() if k != "first"}
-    assert ReadPlanner.shapes_for(policy, old, now)[0].weights == pytest.approx(learned_reads := \
-        ReadPlanner.shapes_for(policy, two_days, now)[0].weights)
-    assert learned_reads != guess
+    learned_reads = ReadPlanner.shapes_for(policy, two_days, now)[0].weights
+    assert ReadPlanner.shapes_for(policy, old, now)[0].weights == pytest.approx(learned_reads)
+    assert learned_reads != ReadPlanner.shapes_for(policy, None, now)[0].weights
 
 
 def test_nothing_learned_means_a_flat_day_and_flat_buckets():
