@@ -208,7 +208,7 @@ def run_workload(args: argparse.Namespace, policy: ReadPolicy, day0: float, skew
         span = (day0 + DAY, day0 + days * DAY)
         print(f"{f'  overall, days 2-{days} (learned)':38}" + "".join(f"{fmt(lag_row(ch, span)['all']):>22}"
                                                                  for ch, _ in results.values()))
-    spans = [("3 days", None)] + ([(f"days 2-{days}", (day0 + DAY, day0 + days * DAY))] if days > 1 else [])
+    spans = [(f"{days} days", None)] + ([(f"days 2-{days}", (day0 + DAY, day0 + days * DAY))] if days > 1 else [])
     for label, span in spans:
         plan, uni, ref = (lag_row(ch, span)["all"] for ch, _ in results.values())
         print(f"{f'  ratios, {label}':38}p50 plan/uniform {plan[0] / uni[0]:.2f}, plan/sqrt {plan[0] / ref[0]:.2f}; "

@@ -14,9 +14,9 @@ rooms change as their sizes say, a room's few changes of a day or two are mostly
 and the prior holds (a room that happened to see none is not starved); where a few rooms
 make most of the changes, the counts show it and each room's own count decides. Changes
 and exposure decay with a half-life of days, so a room that quietens down is read less
-within a few days, not never. The counts are kept
-in the database (`room_state.ultimo_changes`, `ultimo_exposure_s`, `rates_at`): a
-restarted service starts from what it had learned.
+within a few days, not never. The counts are kept in the database
+(`room_state.ultimo_changes`, `ultimo_exposure_s`, `rates_at`): a restarted service
+starts from what it had learned.
 
 Pure: no I/O, no clock; times are epoch seconds passed in.
 """
@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
-__all__ = ["LEARNED", "ChangeRates", "DayProfile", "RateState", "busy_hours", "hour_seconds", "office_prior",
-           "read_shape"]
+__all__ = ["LEARNED", "OFFICE_HOURS", "ChangeRates", "DayProfile", "RateState", "busy_hours", "hour_seconds",
+           "office_prior", "read_shape"]
 
 DAY = 86400.0
 
@@ -122,21 +122,21 @@ class ChangeRates:
         spread beyond chance, pooled over rooms, gives 1 / shape. Starts from (and, with
         little seen, stays near) the default of `prior_time`'s weight for an average room;
         kept within [0.2, 20] changes."""
-        key = (self._version, sum(_size(sizes.get(r)) for r in sizes), kappa)
+        total = sum(_size(rows) for rows in sizes.values())
+        key = (self._version, total, kappa)
         if self._strength is not None and self._strength[0] == key:
             return self._strength[1]
-        sized = [_size(sizes.get(r)) for r in sizes]
-        default = kappa * (sum(sized) / max(1, len(sized))) * self.prior_time
-        # Pseudo-data worth a few rooms' day, at the default's spread.
-        weight = 4 * (kappa * (sum(sized) / max(1, len(sized))) * DAY) ** 2
-        num, den = weight / max(default, 1e-9), weight
+        per_day = kappa * total / max(1, len(sizes)) * DAY      # the average room's changes a day
+        # Pseudo-data worth a few rooms' day, at the spread of `prior_time`'s weight.
+        weight = 4 * per_day ** 2
+        num, den = weight / max(per_day * self.prior_time / DAY, 1e-9), weight
         for room, st in self._rooms.items():
             if st.exposure <= 0:
                 continue
             m = kappa * _size(sizes.get(room)) * st.exposure
             num += (st.changes - m) ** 2 - st.changes
             den += m * m
-        inverse = max(num, 0.0) / den if den > 0 else 1 / max(default, 1e-9)
+        inverse = max(num, 0.0) / den if den > 0 else 0.0
         shape = min(20.0, max(0.2, 1 / inverse if inverse > 0 else 20.0))
         self._strength = (key, shape)
         return shape
@@ -168,6 +168,7 @@ def _size(rows: int | None) -> float:
 
 HOUR = 3600.0
 LEARNED = 20.0      # changes found before the profile shapes anything (or is shown)
+OFFICE_HOURS = (7, 19)   # local hours the first day's guess takes as busy (`office_prior`)
 
 
 def hour_seconds(since: float, until: float) -> list[float]:
@@ -320,11 +321,12 @@ class DayProfile:
         return True
 
 
-def office_prior(zone: tzinfo, at: datetime, *, start: int = 7, end: int = 19, ratio: float = 3.0) -> list[float]:
+def office_prior(zone: tzinfo, at: datetime, *, ratio: float = 3.0) -> list[float]:
     """What is guessed of the day before anything is learned: bookings change `ratio`
-    times as often in working hours (`start` to `end`, local, on the day of `at`) as
+    times as often in working hours (`OFFICE_HOURS`, local, on the day of `at`) as
     outside them; 24 UTC-hour weights of mean 1. A site busy round the clock corrects it
     within its first day (`ReadPlanner.shapes_for`)."""
+    start, end = OFFICE_HOURS
     day = at.astimezone(zone).date()
     midnight = datetime.combine(day, time(0), zone).astimezone(UTC)
     raw = [1.0] * 24
@@ -357,11 +359,10 @@ def read_shape(weights: list[float], floor: float, carry: int = 2) -> list[float
     return [x / mean for x in shape]
 
 
-
-
 def busy_hours(profile: DayProfile, zone: tzinfo, *, at: datetime | None = None, least: float = LEARNED) -> str | None:
     """The hours (in `zone`, on the day of `at`) when changes come above the day's average,
-    e.g. "07:00-18:00", or None while fewer than `least` changes have been learned."""
+    e.g. "07:00-18:00", or None until `least` changes have been found over a whole day of
+    reads (`DayProfile.learned`)."""
     if not profile.learned(least):
         return None
     w = profile.weights()

@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 from syncd.core.model import TimeWindow, utc
 from syncd.service.bucket import FLAT, PacerSnapshot, Shape, TokenBucket, epoch, from_epoch, initial_level
 from syncd.service.estimate import DAY, Estimate, estimate, human
-from syncd.service.rates import ChangeRates, DayProfile, busy_hours, office_prior, read_shape
+from syncd.service.rates import OFFICE_HOURS, ChangeRates, DayProfile, busy_hours, office_prior, read_shape
 from syncd.ultimo.paging import calls_for_rows
 
 __all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
@@ -214,8 +214,9 @@ class ReadPlanner:
         """How reads spread over the day, for `syncd status` and the start-up message."""
         hours = busy_hours(self.profile, zone, at=now)
         if hours is None:
+            start, end = OFFICE_HOURS
             return ("until syncd has read a whole day and learned when Ultimo bookings change, reads lean "
-                    f"to working hours (07:00-19:00 {self.policy.timezone})")
+                    f"to working hours ({start:02d}:00-{end:02d}:00 {self.policy.timezone})")
         return (f"Ultimo bookings change mostly {hours}: reads follow, and never fall below "
                 f"{self.policy.quiet_floor:.0%} of their average pace in the quiet hours")
 
