@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from syncd.service.rates import ChangeRates
+from syncd.service.rates import GRID, ChangeRates
 from syncd.service.readplan import FULL, ReadGrant, ReadPlanner, ReadPolicy, TokenBucket
 
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
@@ -36,16 +36,16 @@ def test_a_room_whose_reads_find_changes_is_learned_busier_than_its_size_says():
 
 def test_the_prior_grows_with_the_rooms_bookings():
     rates = ChangeRates()
-    k = rates.kappa({"big": 300, "small": 10})
-    assert rates.rate("big", 300, k) > 10 * rates.rate("small", 10, k) > 0
+    prior = rates.prior({"big": 300, "small": 10})
+    assert rates.rate("big", 300, prior) > 10 * rates.rate("small", 10, prior) > 0
 
 
 def test_counts_decay_over_days_so_a_room_that_quietens_is_read_less():
     rates = ChangeRates(half_life_days=3)
     rates.observe("r", 30, DAY, 0.0)
-    busy = rates.rate("r", 10, rates.kappa({"r": 10}))
+    busy = rates.rate("r", 10, rates.prior({"r": 10}))
     rates.observe("r", 0, DAY, 9 * DAY)       # three half-lives later, a quiet day
-    assert rates.rate("r", 10, rates.kappa({"r": 10})) < busy / 4
+    assert rates.rate("r", 10, rates.prior({"r": 10})) < busy / 4
 
 
 def test_near_and_full_reads_count_their_share_of_the_exposure():
@@ -121,21 +121,39 @@ def _learned(means: list[float], seed: int = 5) -> tuple[ChangeRates, dict[str, 
 
 def test_where_rooms_change_as_their_size_says_a_quiet_two_days_is_taken_for_chance():
     rates, sizes, counts = _learned([1.5] * 100)
-    kappa = rates.kappa(sizes)
-    assert rates.strength(sizes, kappa) >= 10          # the counts spread no more than chance does
-    learned = [rates.rate(f"r{i}", 50, kappa, rates.strength(sizes, kappa)) for i in range(100)]
+    prior = rates.prior(sizes)
+    # The spread learned is narrow: the counts spread no more than chance does.
+    assert sum(w for w, g in zip(prior.weights, GRID, strict=True) if 0.5 <= g <= 2) > 0.9
+    learned = [rates.rate(f"r{i}", 50, prior) for i in range(100)]
     mean = sum(learned) / len(learned)
     quietest = learned[counts.index(min(counts))]
     assert min(counts) <= 1 and quietest > 0.6 * mean   # not starved for a chance quiet spell
 
 
-def test_where_a_fifth_of_the_rooms_make_most_changes_each_rooms_count_decides():
-    rates, sizes, counts = _learned([6.0] * 100 + [0.375] * 400)
-    kappa = rates.kappa(sizes)
-    strength = rates.strength(sizes, kappa)
-    assert strength < 2
-    learned = [rates.rate(f"r{i}", 50, kappa, strength) for i in range(500)]
-    fixed = [rates.rate(f"r{i}", 50, kappa) for i in range(500)]      # the prior of half a day, as before
-    ratio = (sum(learned[:100]) / 100) / (sum(learned[100:]) / 400)
-    assert ratio > 10                                                 # true ratio 16
-    assert ratio > 1.1 * (sum(fixed[:100]) / 100) / (sum(fixed[100:]) / 400)      # that one: about 9
+def test_where_a_fifth_of_the_rooms_make_most_changes_each_room_is_learned_at_its_own_rate():
+    """Two kinds of room, 6 and 0.375 changes a day: each room's count says which kind it
+    is, and it is learned at that kind's rate, not pulled toward the average (a single
+    smooth prior learned the busy ones at about 9 times the quiet ones)."""
+    rates, sizes, _ = _learned([6.0] * 100 + [0.375] * 400)
+    prior = rates.prior(sizes)
+    learned = [rates.rate(f"r{i}", 50, prior) * DAY for i in range(500)]
+    busy, quiet = sum(learned[:100]) / 100, sum(learned[100:]) / 400
+    assert 5.0 < busy < 7.0 and 0.3 < quiet < 0.5
+    assert busy / quiet > 13                                          # true ratio 16
+    # The spread learned has two humps, with little between them.
+    assert sum(w for w, g in zip(prior.weights, GRID, strict=True) if 0.5 <= g <= 2) < 0.2
+
+
+def test_a_read_moves_its_own_rooms_rate_at_once_and_the_spread_is_fitted_when_enough_is_new():
+    rates, sizes, _ = _learned([1.5] * 100)
+    prior = rates.prior(sizes)
+    before = rates.rate("r0", 50, prior)
+    rates.observe("r0", 0, DAY, 3 * DAY)                # a quiet day: not enough to fit again
+    assert rates.prior(sizes) is prior
+    assert rates.rate("r0", 50, prior) < before
+    rates.observe("r1", 2, DAY, 3 * DAY)                # fewer than a fiftieth more changes
+    assert rates.prior(sizes) is prior
+    rates.observe("r3", 5, DAY, 3 * DAY)                # a fiftieth more (of about 300): fitted again
+    assert rates.prior(sizes) is not prior
+    rates.load("r2", 5, DAY, 3 * DAY)                    # counts loaded: fitted again
+    assert rates.prior(sizes).serial > prior.serial

@@ -40,7 +40,15 @@ from zoneinfo import ZoneInfo
 from syncd.core.model import TimeWindow, utc
 from syncd.service.bucket import FLAT, PacerSnapshot, Shape, TokenBucket, epoch, from_epoch, initial_level
 from syncd.service.estimate import DAY, Estimate, estimate, human
-from syncd.service.rates import OFFICE_HOURS, ChangeRates, DayProfile, busy_hours, office_prior, read_shape
+from syncd.service.rates import (
+    OFFICE_HOURS,
+    ChangeRates,
+    DayProfile,
+    RatePrior,
+    busy_hours,
+    office_prior,
+    read_shape,
+)
 from syncd.ultimo.paging import calls_for_rows
 
 __all__ = ["FULL", "NEAR", "Estimate", "PacerSnapshot", "ReadGrant", "ReadPlanner", "ReadPolicy", "TokenBucket",
@@ -182,8 +190,8 @@ class ReadPlanner:
         self._rows_version = 0
         self._rates_key: tuple[int, int] | None = None
         self._rates: dict[str, float] = {}
-        self._kappa_key: tuple[int, int] | None = None
-        self._kappa_value = (0.0, 0.0)
+        self._prior_key: tuple[int, int] | None = None
+        self._prior: RatePrior | None = None
 
     # -- the day's shape --------------------------------------------------------------
 
@@ -343,7 +351,7 @@ class ReadPlanner:
             self._rates_key, self._rates = key, {}
         lam = self._rates.get(room)
         if lam is None:
-            lam = self._rates[room] = self.rates.rate(room, self._rooms[room].rows, self._kappa(), self._strength())
+            lam = self._rates[room] = self.rates.rate(room, self._rooms[room].rows, self._rate_prior())
         return lam
 
     def _mean_rate(self) -> float:
@@ -353,19 +361,14 @@ class ReadPlanner:
             self._mean = (key, max(1e-12, sum(rates) / max(1, len(rates))))
         return self._mean[1]
 
-    def _strength(self) -> float:
-        self._kappa()
-        return self._kappa_value[1]
-
-    def _kappa(self) -> float:
-        """The prior's rate per booking (and, with it, its weight: `_strength`)."""
+    def _rate_prior(self) -> RatePrior:
+        """How rooms' rates spread around what their sizes predict (learned, refitted as
+        `ChangeRates.prior` decides)."""
         key = (self.rates.version, self._rows_version)
-        if self._kappa_key != key:
-            self._kappa_key = key
-            sizes = {name: r.rows for name, r in self._rooms.items()}
-            kappa = self.rates.kappa(sizes)
-            self._kappa_value = (kappa, self.rates.strength(sizes, kappa))
-        return self._kappa_value[0]
+        if self._prior is None or self._prior_key != key:
+            self._prior_key = key
+            self._prior = self.rates.prior({name: r.rows for name, r in self._rooms.items()})
+        return self._prior
 
     def bound(self, now: datetime | None = None) -> float:
         """Seconds no part of any room's window goes unread for longer (in the steady
