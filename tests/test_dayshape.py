@@ -129,7 +129,8 @@ def test_until_a_whole_day_is_read_the_profile_is_mixed_with_a_working_hours_gue
     policy = ReadPolicy.for_budget(5000, 50, interval_seconds=60.0, timezone="Europe/Amsterdam")
     now = datetime(2026, 3, 3, 5, 0, tzinfo=UTC)                  # 06:00 in Amsterdam
     guess = ReadPlanner.shapes_for(policy, None, now)[1].weights
-    assert guess[9] == pytest.approx(3 * guess[2])                # 10:00 against 03:00 local
+    assert guess[9] == pytest.approx(9 * guess[2])                # 10:00 against 03:00 local
+    assert sum(sorted(guess)[12:]) / sum(guess) == pytest.approx(0.9)    # nine changes in ten
     assert guess[6] > guess[5] and guess[17] > guess[18]           # 07:00-19:00 local, in UTC hours
     two_days = office_profile(days=2, per_hour=50.0)             # finds only in OFFICE (UTC hours)
     assert two_days.learned()

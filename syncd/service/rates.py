@@ -34,8 +34,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
-__all__ = ["GRID", "LEARNED", "OFFICE_HOURS", "ChangeRates", "DayProfile", "RatePrior",
-           "RateState", "busy_hours", "hour_seconds", "office_prior", "read_shape"]
+__all__ = ["GRID", "LEARNED", "OFFICE_HOURS", "OFFICE_RATIO", "ChangeRates", "DayProfile",
+           "RatePrior", "RateState", "busy_hours", "hour_seconds", "office_prior", "read_shape"]
 
 DAY = 86400.0
 
@@ -237,6 +237,7 @@ def _size(rows: int | None) -> float:
 HOUR = 3600.0
 LEARNED = 20.0      # changes found before the profile shapes anything (or is shown)
 OFFICE_HOURS = (7, 19)   # local hours the first day's guess takes as busy (`office_prior`)
+OFFICE_RATIO = 9.0       # how much busier it takes them to be
 
 
 def hour_seconds(since: float, until: float) -> list[float]:
@@ -389,11 +390,12 @@ class DayProfile:
         return True
 
 
-def office_prior(zone: tzinfo, at: datetime, *, ratio: float = 3.0) -> list[float]:
+def office_prior(zone: tzinfo, at: datetime, *, ratio: float = OFFICE_RATIO) -> list[float]:
     """What is guessed of the day before anything is learned: bookings change `ratio`
     times as often in working hours (`OFFICE_HOURS`, local, on the day of `at`) as
-    outside them; 24 UTC-hour weights of mean 1. A site busy round the clock corrects it
-    within its first day (`ReadPlanner.shapes_for`)."""
+    outside them (9: nine changes in ten come in the twelve working hours); 24 UTC-hour
+    weights of mean 1. A site busy round the clock corrects it within its first day
+    (`ReadPlanner.shapes_for`), and the quiet hours' floor keeps its nights read meanwhile."""
     start, end = OFFICE_HOURS
     day = at.astimezone(zone).date()
     midnight = datetime.combine(day, time(0), zone).astimezone(UTC)
