@@ -221,6 +221,14 @@ def run_workload(args: argparse.Namespace, policy: ReadPolicy, day0: float, skew
     print(f"limits: {args.per10} in any 10 s, {args.budget} in any 24 h; "
           f"worst-case bound {human(pacer.planner.bound())}")
     print(f"learned by the end: {pacer.planner.day_message(ZONE, datetime.fromtimestamp(day0 + days * DAY, UTC))}")
+    if skewed:
+        busy = [i for i, r in enumerate(rooms) if r.ul_rate > args.ultimo_changes]
+        quiet = [i for i, r in enumerate(rooms) if r.ul_rate <= args.ultimo_changes]
+        learned = [pacer.planner.learned_rate(f"room{i}") for i in range(len(rooms))]
+        mean_of = lambda ix, xs: sum(xs[i] for i in ix) / len(ix)  # noqa: E731
+        print(f"rates learned by the end, per day: busy rooms {mean_of(busy, learned):.2f}, quiet rooms "
+              f"{mean_of(quiet, learned):.2f} (truly {mean_of(busy, [r.ul_rate for r in rooms]):.2f} and "
+              f"{mean_of(quiet, [r.ul_rate for r in rooms]):.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -522,6 +522,10 @@ class ReadPlanner:
                 return ReadGrant(room, c.scope, near if c.scope == NEAR else full, c.cost)
         return None
 
+    def learned_rate(self, room: str) -> float:
+        """`room`'s learned rate of Ultimo-side changes, per day."""
+        return self._rate(room) * DAY
+
     def last_read(self, room: str) -> tuple[datetime | None, datetime | None]:
         """(near-term, full) read times of `room`."""
         r = self._rooms[room]
