@@ -133,7 +133,7 @@ def test_where_rooms_change_as_their_size_says_a_quiet_two_days_is_taken_for_cha
 def test_where_a_fifth_of_the_rooms_make_most_changes_each_room_is_learned_at_its_own_rate():
     """Two kinds of room, 6 and 0.375 changes a day: each room's count says which kind it
     is, and it is learned at that kind's rate, not pulled toward the average (a single
-    smooth prior learned the busy ones at about 9 times the quiet ones)."""
+    smooth prior learned the busy ones at 9 to 13 times the quiet ones)."""
     rates, sizes, _ = _learned([6.0] * 100 + [0.375] * 400)
     prior = rates.prior(sizes)
     learned = [rates.rate(f"r{i}", 50, prior) * DAY for i in range(500)]

@@ -17,7 +17,7 @@ spread learned is narrow, and a room's few changes of a day or two are taken for
 (a room that happened to see none is not starved); where a fifth of the rooms make most
 of the changes, it has two humps, each room's count says which it belongs to, and the
 busy rooms are learned at their own rate rather than pulled toward the average (a single
-smooth prior, used before, learned them at about 9 times the quiet ones where the truth
+smooth prior, used before, learned them at 9 to 13 times the quiet ones where the truth
 was 16). Changes and exposure decay with a half-life of days, so a room that quietens
 down is read less within a few days, not never. The counts are kept in the database
 (`room_state.ultimo_changes`, `ultimo_exposure_s`, `rates_at`): a restarted service
