@@ -100,7 +100,6 @@ def _grant(p: ReadPlanner, room: str, t: datetime) -> ReadGrant:
     return ReadGrant(room, FULL, full, 1)
 
 
-
 def _chance(rng: random.Random, mean: float, slices: int = 1000) -> int:
     """Changes in a span cut into `slices`, each holding one with a small chance: Poisson
     with `mean`, near enough."""
@@ -154,6 +153,7 @@ def test_a_read_moves_its_own_rooms_rate_at_once_and_the_spread_is_fitted_when_e
     rates.observe("r1", 2, DAY, 3 * DAY)                # fewer than a fiftieth more changes
     assert rates.prior(sizes) is prior
     rates.observe("r3", 5, DAY, 3 * DAY)                # a fiftieth more (of about 300): fitted again
-    assert rates.prior(sizes) is not prior
+    refitted = rates.prior(sizes)
+    assert refitted is not prior and rates.prior(sizes) is refitted
     rates.load("r2", 5, DAY, 3 * DAY)                    # counts loaded: fitted again
-    assert rates.prior(sizes).serial > prior.serial
+    assert rates.prior(sizes).serial > refitted.serial

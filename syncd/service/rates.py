@@ -163,7 +163,7 @@ class ChangeRates:
         self._dirty.add(room)
         self._version += 1
 
-    def kappa(self, sizes: dict[str, int | None]) -> float:
+    def _kappa(self, sizes: dict[str, int | None]) -> float:
         """Changes per second per booking over every room (the prior's scale), with the
         prior time of the default's weight."""
         weight = self.prior_time * sum(_size(rows) for rows in sizes.values())
@@ -185,7 +185,7 @@ class ChangeRates:
         if fit is not None and self._settled and fit.total == total \
                 and self._new_found < max(1.0, 0.02 * fit.found) and self._new_reads < max(10, len(sizes)):
             return fit
-        kappa = self.kappa(sizes)
+        kappa = self._kappa(sizes)
         rows = [(st.changes, kappa * _size(sizes.get(room)) * st.exposure)
                 for room, st in self._rooms.items() if st.exposure > 0]
         # From the last fit a few rounds will do (the counts moved little); from the
@@ -198,24 +198,22 @@ class ChangeRates:
         self._settled, self._new_found, self._new_reads = True, 0.0, 0
         return self._prior
 
-    def rate(self, room: str, rows: int | None, prior: RatePrior | None = None) -> float:
+    def rate(self, room: str, rows: int | None, prior: RatePrior) -> float:
         """Changes per second expected of `room` (with `rows` bookings): what its size
         predicts, times the multiplier its own counts make likely under `prior` (the
-        spread learned over every room; with None, the starting guess at it)."""
+        spread learned over every room)."""
         st = self._rooms.get(room)
-        kappa, weights, serial = (self.default_kappa, self._base, 0) if prior is None else \
-            (prior.kappa, prior.weights, prior.serial)
-        base = kappa * _size(rows)
+        base = prior.kappa * _size(rows)
+        mean = sum(w * g for w, g in zip(prior.weights, GRID, strict=True))
         if st is None or st.exposure <= 0 and st.changes <= 0:
-            return base * sum(w * g for w, g in zip(weights, GRID, strict=True))
-        key = (serial, kappa, st.changes, st.exposure, base)
+            return base * mean
+        key = (prior.serial, st.changes, st.exposure, base)
         hit = self._posterior.get(room)
         if hit is not None and hit[0] == key:
             return hit[1]
         like = _likelihood(st.changes, base * st.exposure)
-        z = sum(w * x for w, x in zip(weights, like, strict=True))
-        multiplier = sum(w * x * g for w, x, g in zip(weights, like, GRID, strict=True)) / z if z > 0 else \
-            sum(w * g for w, g in zip(weights, GRID, strict=True))
+        z = sum(w * x for w, x in zip(prior.weights, like, strict=True))
+        multiplier = sum(w * x * g for w, x, g in zip(prior.weights, like, GRID, strict=True)) / z if z > 0 else mean
         self._posterior[room] = (key, base * multiplier)
         return base * multiplier
 
