@@ -2,6 +2,7 @@
 `calendar.backend: graph` on the same database and the same calendars (the Graph sandbox
 serves the EWS sandbox's store). The first Graph pass re-identifies every link before it
 plans; nothing is written to either side that was not due; afterwards changes cross as before.
+The way back (Graph to EWS, events syncd wrote through Graph) is held to the same.
 """
 
 from __future__ import annotations
@@ -132,3 +133,55 @@ def test_a_failed_read_on_the_switch_changes_nothing_until_it_succeeds(world: Wo
     world.graph.faults.clear()
     assert all_ok(world.reconcile())
     assert world.write_calls() == writes
+
+
+def test_a_site_moves_back_from_graph_to_ews_without_writing_anything(tmp_path: Path) -> None:
+    """The way back (README: "Switching back to `ews` works the same way"): a site that ran on
+    Graph, its own events written through Graph, returns to EWS on the same database."""
+    with World(tmp_path, backend="graph") as world:
+        world.ews.book(C25, subject="Team sync", start=at(1, 9), end=at(1, 10), organizer="alice@example.com")
+        master = world.ews.book(C25, subject="Stand-up", start=at(2, 8), end=at(2, 8, 15),
+                                recurrence=Recurrence(kind="daily", count=3))
+        world.ews.move_occurrence(C25, master, at(3, 8), at(3, 16), at(3, 16, 15))
+        inspection = world.ultimo.reserve("D-12", at(2, 14), at(2, 15), description="Inspection")
+        world.ultimo.reserve("C-25", at(4, 14), at(4, 15), description="Cleaning")
+        assert all_ok(world.reconcile()) and all_ok(world.reconcile())
+        before = {lk.id: lk for lk in world.links(active_only=True)}
+        assert len(before) == 6          # 1 meeting + 3 occurrences + 2 reservations
+
+        world.use_backend("ews")
+        writes = world.write_calls()
+        first, second = world.reconcile(), world.reconcile()
+
+        assert all_ok(first) and all_ok(second), [r.errors for r in first + second]
+        assert world.write_calls() == writes, "the move back to EWS wrote to Exchange or Ultimo"
+        assert all(sum(r.writes.values()) == 0 for r in first + second)
+        assert any("re-identified 5 link(s)" in line for line in first[0].plan_lines), first[0].plan_lines
+        after = {lk.id: lk for lk in world.links(active_only=True)}
+        assert after.keys() == before.keys()
+        assert world.open_conflicts() == []
+        for mailbox, _ in ROOMS:
+            view = {b.item_id: b for b in world.exchange_view(mailbox)}
+            for link in (lk for lk in after.values() if lk.room == mailbox):
+                old = before[link.id]
+                assert link.ultimo_id == old.ultimo_id
+                assert link.exchange_item_id in view, "a link still holds a Graph item id"
+                assert link.exchange_item_id != old.exchange_item_id
+                assert link.exchange_key == view[link.exchange_item_id].key
+                if link.stamp:
+                    assert view[link.exchange_item_id].stamp == link.stamp
+        with session_factory(world.db)() as s:
+            assert {r.room: r.calendar_backend for r in s.query(RoomState)} == {C25: "ews", D12: "ews"}
+
+        # Afterwards a move on each side crosses, through EWS.
+        [team] = [b for b in world.exchange_view(C25) if b.subject == "Team sync"]
+        world.ews.move(C25, team.item_id, at(1, 13), at(1, 14))
+        world.ultimo.move(inspection, at(2, 16), at(2, 17))
+        calls = world.write_calls()
+        assert all_ok(world.reconcile())
+        assert world.write_calls() == (calls[0] + 1, calls[1] + 1)
+        moved = next(r for r in world.ultimo.reservations("C-25") if r["description"].startswith("Team sync"))
+        assert (moved["start"], moved["end"]) == (at(1, 13), at(1, 14))
+        [event] = world.events_for_reservation(D12, inspection)
+        assert (event.start, event.end) == (at(2, 16).astimezone(UTC), at(2, 17).astimezone(UTC))
+        assert all_ok(world.reconcile()) and world.write_calls() == (calls[0] + 1, calls[1] + 1)
