@@ -137,6 +137,8 @@ BROKEN: list[tuple[str, Callable[[dict], dict | str], str]] = [
     ("bad event template", setv("sync", {"event_subject_template": "{title}"}), "sync.event_subject_template: bad template"),
     ("negative past_days", setv("sync", {"past_days": -1}), "sync.past_days: input should be greater than or equal to 0"),
     ("bad choice", setv("sync", {"on_changed_on_both_sides": "newest_wins"}), "sync.on_changed_on_both_sides: input should be"),
+    ("busy hours backwards", setv("sync", {"busy_hours": "19:00-07:00"}), "sync.busy_hours: use whole local hours, the first before the second"),
+    ("busy hours not whole", setv("sync", {"busy_hours": "07:30-18:00"}), "sync.busy_hours: use whole local hours"),
     ("bad log level", setv("logging", {"level": "verbose"}), "logging.level: input should be"),
     ("bad element id", setv("ultimo.application_element_ids", {"get": "not-a-guid"}), "ultimo.application_element_ids.get: string should match"),
     ("YAML syntax error", raw("ultimo:\n  base_url: https://x\n   api_key: [oops\n"), "YAML syntax error at line 3"),

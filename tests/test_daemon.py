@@ -338,13 +338,17 @@ def test_status_shows_rooms_budget_and_whether_the_service_runs(world: World, tm
 
 
 def test_status_says_over_which_hours_reads_are_spread(world: World, tmp_path: Path, capfd) -> None:
-    """Nothing learned: evenly. After a service kept a profile of office-hour changes: the
-    hours, in display.timezone (Amsterdam: UTC 07-17 is 08:00-18:00 in winter)."""
+    """Nothing learned: leaning to sync.busy_hours (evenly when they are the whole day).
+    After a service kept a profile of office-hour changes: the hours, in display.timezone
+    (Amsterdam: UTC 07-17 is 08:00-18:00 in winter)."""
     config = write_config(world, tmp_path / "config.yaml")
     capfd.readouterr()
     main(["--config", str(config), "status"])
     assert "Over the day: until syncd has read a whole day and learned when Ultimo bookings change, reads lean " \
-        "to working hours" in capfd.readouterr().out
+        "to working hours (07:00-19:00" in capfd.readouterr().out
+    world.raw.setdefault("sync", {})["busy_hours"] = "00:00-24:00"          # a site booking round the clock
+    main(["--config", str(write_config(world, tmp_path / "always.yaml")), "status"])
+    assert "reads are spread evenly over the day (sync.busy_hours: round the clock)" in capfd.readouterr().out
     profile = DayProfile()
     t0 = datetime(2026, 1, 5, tzinfo=UTC).timestamp()
     for hour in range(3 * 24):

@@ -7,6 +7,7 @@ import bisect
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, update
@@ -148,6 +149,23 @@ def test_until_a_whole_day_is_read_the_profile_is_mixed_with_a_working_hours_gue
     learned_reads = ReadPlanner.shapes_for(policy, two_days, now)[0].weights
     assert ReadPlanner.shapes_for(policy, old, now)[0].weights == pytest.approx(learned_reads)
     assert learned_reads != ReadPlanner.shapes_for(policy, None, now)[0].weights
+
+
+def test_the_first_days_guess_follows_the_configured_busy_hours():
+    """`sync.busy_hours`: the guess leans to those local hours; round the clock, it is even
+    (a site booking at night is not read at the quiet-hours floor all its first night)."""
+    now = datetime(2026, 3, 3, 5, 0, tzinfo=UTC)                  # 06:00 in Amsterdam (UTC+1)
+    late = ReadPolicy.for_budget(5000, 50, timezone="Europe/Amsterdam", busy_hours=(12, 22))
+    reads, changes = ReadPlanner.shapes_for(late, None, now)
+    assert changes.weights[11] == pytest.approx(9 * changes.weights[5])    # 12:00 against 06:00 local
+    assert changes.weights[20] > changes.weights[21]                       # 21:00 busy, 22:00 not
+    assert reads.weights[11] > 1 > reads.weights[5]
+    always = ReadPolicy.for_budget(5000, 50, timezone="Europe/Amsterdam", busy_hours=(0, 24))
+    assert ReadPlanner.shapes_for(always, None, now) == (FLAT, FLAT)
+    planner = ReadPlanner(always, ["a"], TokenBucket(500, 1.0, 0, now))
+    assert "spread evenly over the day" in planner.day_message(ZoneInfo("Europe/Amsterdam"), now)
+    planner = ReadPlanner(late, ["a"], TokenBucket(500, 1.0, 0, now))
+    assert "(12:00-22:00 Europe/Amsterdam)" in planner.day_message(ZoneInfo("Europe/Amsterdam"), now)
 
 
 def test_nothing_learned_means_a_flat_day_and_flat_buckets():

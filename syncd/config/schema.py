@@ -216,6 +216,9 @@ class SyncConfig(_Strict):
     # record_only (or record) = only report it.
     on_room_unavailable: Literal["decline_new", "decline", "record_only", "record"] = "decline_new"
     near_term_days: int = Field(2, ge=1, le=30)               # "today and tomorrow": read from Ultimo more often
+    # Local hours (ultimo.timezone) the service takes as busy until it has learned the day:
+    # whole hours, e.g. 07:00-19:00; 00:00-24:00 for a site busy round the clock.
+    busy_hours: str = "07:00-19:00"
 
     @field_validator("description_template")
     @classmethod
@@ -225,6 +228,21 @@ class SyncConfig(_Strict):
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(f"bad template: {e}; use {{subject}} and {{organizer}}") from None
         return v
+
+    @field_validator("busy_hours")
+    @classmethod
+    def _busy_hours(cls, v: str) -> str:
+        m = re.fullmatch(r"\s*(\d{1,2}):00\s*-\s*(\d{1,2}):00\s*", v)
+        if m is None or not 0 <= int(m[1]) < int(m[2]) <= 24:
+            raise ValueError("use whole local hours, the first before the second, e.g. 07:00-19:00 "
+                             "(00:00-24:00: busy round the clock)")
+        return f"{int(m[1]):02d}:00-{int(m[2]):02d}:00"
+
+    @property
+    def busy_hour_range(self) -> tuple[int, int]:
+        """`busy_hours` as (first hour, hour after the last)."""
+        start, end = self.busy_hours.split("-")
+        return int(start[:2]), int(end[:2])
 
     @field_validator("event_subject_template")
     @classmethod

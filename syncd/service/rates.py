@@ -388,13 +388,15 @@ class DayProfile:
         return True
 
 
-def office_prior(zone: tzinfo, at: datetime, *, ratio: float = OFFICE_RATIO) -> list[float]:
+def office_prior(zone: tzinfo, at: datetime, *, ratio: float = OFFICE_RATIO,
+                 hours: tuple[int, int] = OFFICE_HOURS) -> list[float]:
     """What is guessed of the day before anything is learned: bookings change `ratio`
-    times as often in working hours (`OFFICE_HOURS`, local, on the day of `at`) as
-    outside them (9: nine changes in ten come in the twelve working hours); 24 UTC-hour
-    weights of mean 1. A site busy round the clock corrects it within its first day
+    times as often in working hours (`hours`: local, on the day of `at`, by default
+    `OFFICE_HOURS`; the configuration's `sync.busy_hours`) as outside them (9: nine changes
+    in ten come in the twelve working hours); 24 UTC-hour weights of mean 1, all 1 when the
+    hours are the whole day. A site busier at other hours corrects it within its first day
     (`ReadPlanner.shapes_for`), and the quiet hours' floor keeps its nights read meanwhile."""
-    start, end = OFFICE_HOURS
+    start, end = hours
     day = at.astimezone(zone).date()
     midnight = datetime.combine(day, time(0), zone).astimezone(UTC)
     raw = [1.0] * 24

@@ -83,6 +83,7 @@ class ReadPolicy:
     quiet_floor: float = 0.45           # reads in the quietest hour, at least this share of the average
     period_cap: float = 1.0             # no whole window waits more uniform periods of read time (x stretch)
     period_stretch: float = 1.5         # the most a room learned quieter may stretch that cap
+    busy_hours: tuple[int, int] = OFFICE_HOURS  # local hours guessed busy until the day is learned
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity < self.daily_budget:
@@ -119,6 +120,7 @@ class ReadPolicy:
             u.daily_call_budget, u.calls_per_10s,
             interval_seconds=float(s.interval_seconds), past_days=s.past_days, future_days=s.future_days,
             near_term_days=s.near_term_days, timezone=u.timezone, page_limit=u.page_limit,
+            busy_hours=s.busy_hour_range,
         )
 
 
@@ -203,17 +205,17 @@ class ReadPlanner:
         buckets follow the reads' shape: writes come when people book, in the same hours,
         and a bucket shaped by a guess at the writes alone starved the reads when writes
         came later in the day than the guess. Until a whole day is learned the profile
-        is mixed with a guess (`office_prior`, working hours in `policy.timezone` on the
-        day of `now`; flat without `now`) as far as it has been read: a first day that
-        ran flat through the night and then followed a morning's finds had spent the
-        evening's calls by the afternoon."""
+        is mixed with a guess (`office_prior`, `policy.busy_hours` in `policy.timezone` on
+        the day of `now`; flat without `now` or when they are the whole day) as far as it
+        has been read: a first day that ran flat through the night and then followed a
+        morning's finds had spent the evening's calls by the afternoon."""
         if isinstance(profile, dict):
             learned = DayProfile()
             profile = learned if learned.load(profile) else None
         share = 0.0 if profile is None else profile.share()
         if share <= 0 and now is None:
             return FLAT, FLAT        # nothing (or too little) learned, and no guess: evenly
-        base = [1.0] * 24 if now is None else office_prior(ZoneInfo(policy.timezone), now)
+        base = [1.0] * 24 if now is None else office_prior(ZoneInfo(policy.timezone), now, hours=policy.busy_hours)
         weights = profile.weights() if profile is not None and share > 0 else base
         changes = [b + (w - b) * share for b, w in zip(base, weights, strict=True)]
         return Shape(read_shape(changes, policy.quiet_floor)), Shape(changes)
@@ -222,9 +224,11 @@ class ReadPlanner:
         """How reads spread over the day, for `syncd status` and the start-up message."""
         hours = busy_hours(self.profile, zone, at=now)
         if hours is None:
-            start, end = OFFICE_HOURS
-            return ("until syncd has read a whole day and learned when Ultimo bookings change, reads lean "
-                    f"to working hours ({start:02d}:00-{end:02d}:00 {self.policy.timezone})")
+            start, end = self.policy.busy_hours
+            head = "until syncd has read a whole day and learned when Ultimo bookings change, reads "
+            if end - start >= 24:
+                return head + "are spread evenly over the day (sync.busy_hours: round the clock)"
+            return head + f"lean to working hours ({start:02d}:00-{end:02d}:00 {self.policy.timezone})"
         return (f"Ultimo bookings change mostly {hours}: reads follow, and never fall below "
                 f"{self.policy.quiet_floor:.0%} of their average pace in the quiet hours")
 
