@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -157,3 +159,33 @@ def test_a_read_moves_its_own_rooms_rate_at_once_and_the_spread_is_fitted_when_e
     assert refitted is not prior and rates.prior(sizes) is refitted
     rates.load("r2", 5, DAY, 3 * DAY)                    # counts loaded: fitted again
     assert rates.prior(sizes).serial > refitted.serial
+
+
+def _sized(rate_of: Callable[[int, int], float], seed: int = 7, n: int = 200,
+           days: float = 1.0) -> tuple[ChangeRates, dict[str, int], dict[str, float]]:
+    """Rooms of varied size (as the simulation's), each read over `days` finding what chance
+    gives at `rate_of(i, rows)` a day."""
+    rng = random.Random(seed)
+    rates, sizes, true = ChangeRates(), {}, {}
+    for i in range(n):
+        rows = int(88 * rng.lognormvariate(0, 0.6))
+        sizes[f"r{i}"], true[f"r{i}"] = rows, rate_of(i, rows)
+        rates.observe(f"r{i}", _chance(rng, days * true[f"r{i}"]), days * DAY, days * DAY)
+    return rates, sizes, true
+
+
+def test_whether_size_predicts_a_rooms_rate_is_learned_too():
+    """Where rooms change as their size says, size stays the prediction (beta 1). Where a
+    fifth of the rooms make most changes whatever their size, size is dropped (beta 0): a big
+    quiet room is not taken for a busy one, nor a small busy room for a quiet one, after a
+    single day (with size kept, the two kinds blur into each other)."""
+    rates, sizes, _ = _sized(lambda i, rows: 1.5 * rows / 88)
+    assert rates.prior(sizes).beta == 1.0
+    rates, sizes, true = _sized(lambda i, rows: 6.0 if i % 5 == 0 else 0.375)
+    prior = rates.prior(sizes)
+    assert prior.beta == 0.0
+    err = sorted(abs(math.log2(rates.rate(r, sizes[r], prior) * DAY / true[r])) for r in sizes)
+    assert err[len(err) // 2] < 0.35                   # half the rooms within a factor of 1.3
+    big_quiet = max((r for r in sizes if true[r] < 1), key=lambda r: sizes[r])
+    small_busy = min((r for r in sizes if true[r] > 1), key=lambda r: sizes[r])
+    assert rates.rate(small_busy, sizes[small_busy], prior) > 4 * rates.rate(big_quiet, sizes[big_quiet], prior)

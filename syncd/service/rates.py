@@ -18,7 +18,12 @@ spread learned is narrow, and a room's few changes of a day or two are taken for
 of the changes, it has two humps, each room's count says which it belongs to, and the
 busy rooms are learned at their own rate rather than pulled toward the average (a single
 smooth prior, used before, learned them at 9 to 13 times the quiet ones where the truth
-was 16). Changes and exposure decay with a half-life of days, so a room that quietens
+was 16). How far size predicts is learned too (`BETAS`): the rate per booking applies to
+a room's bookings, to their square root, or to none (every room alike), whichever makes
+the counts clearly likeliest. Where the busy rooms are busy whatever their size, keeping
+size would blur the two humps by the rooms' spread of sizes (a big quiet room taken for
+half busy, a small busy room for half quiet); dropped, each room is learned within a
+factor of 1.2 of its rate after a day where it was 1.5. Changes and exposure decay with a half-life of days, so a room that quietens
 down is read less within a few days, not never. The counts are kept in the database
 (`room_state.ultimo_changes`, `ultimo_exposure_s`, `rates_at`): a restarted service
 starts from what it had learned, and fits the spread to them again.
@@ -58,6 +63,12 @@ class RateState:
 # The multipliers a room's rate may take of what its size predicts: 1/64 to 64, in steps
 # of a half doubling.
 GRID = tuple(2 ** (k / 2) for k in range(-12, 13))
+# How far a room's size predicts its rate, tried in turn: in proportion, as its square root,
+# not at all; the one that makes every room's counts likeliest is taken, the first unless
+# another makes them clearly likelier (by `SWITCH_EVIDENCE`, a log-likelihood ratio) and
+# they hold `LEARNED` changes or more.
+BETAS = (1.0, 0.5, 0.0)
+SWITCH_EVIDENCE = math.log(20.0)
 _LOG_GRID = tuple(math.log(g) for g in GRID)
 
 
@@ -71,23 +82,32 @@ class RatePrior:
     total: float              # the sizes it was fitted for
     found: float              # the (decayed) changes it was fitted on
     serial: int
+    beta: float = 1.0         # how far size predicts: the rate per booking applies to size ** beta
+
+
+def _log_likelihood(changes: float, expected: float) -> tuple[list[float], float]:
+    """How likely `changes` are at each multiplier of `GRID` when 1 expects `expected`
+    (Poisson): the likelihoods scaled so the likeliest is 1, and the log of that scale (up
+    to a term of the count alone)."""
+    logs = [changes * lg - g * expected for lg, g in zip(_LOG_GRID, GRID, strict=True)]
+    top = max(logs)
+    scale = top + (changes * math.log(expected) if changes > 0 and expected > 0 else 0.0)
+    return [math.exp(x - top) for x in logs], scale
 
 
 def _likelihood(changes: float, expected: float) -> list[float]:
-    """How likely `changes` are at each multiplier of `GRID` when 1 expects `expected`
-    (Poisson, scaled so the likeliest is 1)."""
-    logs = [changes * lg - g * expected for lg, g in zip(_LOG_GRID, GRID, strict=True)]
-    top = max(logs)
-    return [math.exp(x - top) for x in logs]
+    return _log_likelihood(changes, expected)[0]
 
 
 def _fit_spread(rooms: list[tuple[float, float]], start: Sequence[float], base: Sequence[float],
-                base_rooms: float, rounds: int = 8) -> tuple[float, ...]:
+                base_rooms: float, rounds: int = 8) -> tuple[tuple[float, ...], float]:
     """The shares of rooms at each multiplier that make the rooms' (changes, expected at 1)
     likeliest, with `base` counted as `base_rooms` more rooms (so a few rooms' chance
     does not make a spread): expectation-maximisation from `start`, a few rounds each
-    time (the counts move little between fits)."""
-    likes = [_likelihood(n, m) for n, m in rooms]
+    time (the counts move little between fits). Also how likely the counts are under
+    that spread (log, up to a term of the counts alone), to compare fits."""
+    both = [_log_likelihood(n, m) for n, m in rooms]
+    likes = [like for like, _ in both]
     weights = list(start)
     k = range(len(GRID))
     for _ in range(rounds):
@@ -99,7 +119,9 @@ def _fit_spread(rooms: list[tuple[float, float]], start: Sequence[float], base: 
                     acc[j] += weights[j] * like[j] / z
         total = sum(acc)
         weights = [a / total for a in acc]
-    return tuple(weights)
+    evidence = sum(scale + math.log(max(1e-300, sum(w * x for w, x in zip(weights, like, strict=True))))
+                   for like, scale in both)
+    return tuple(weights), evidence
 
 
 class ChangeRates:
@@ -125,6 +147,7 @@ class ChangeRates:
         self._new_reads = 0
         self._posterior: dict[str, tuple[tuple[float, ...], float]] = {}
         self._version = 0
+        self._by_beta: dict[float, tuple[float, ...]] = {}
 
     @property
     def version(self) -> int:
@@ -163,15 +186,15 @@ class ChangeRates:
         self._dirty.add(room)
         self._version += 1
 
-    def _kappa(self, sizes: dict[str, int | None]) -> float:
+    def _kappa(self, sizes: dict[str, int | None], beta: float) -> float:
         """Changes per second per booking over every room (the prior's scale), with the
         prior time of the default's weight."""
-        weight = self.prior_time * sum(_size(rows) for rows in sizes.values())
+        weight = self.prior_time * sum(_size(rows, beta) for rows in sizes.values())
         num = self.default_kappa * weight
         den = weight
         for room, st in self._rooms.items():
             num += st.changes
-            den += st.exposure * _size(sizes.get(room))
+            den += st.exposure * _size(sizes.get(room), beta)
         return num / den if den > 0 else self.default_kappa
 
     def prior(self, sizes: dict[str, int | None]) -> RatePrior:
@@ -185,16 +208,27 @@ class ChangeRates:
         if fit is not None and self._settled and fit.total == total \
                 and self._new_found < max(1.0, 0.02 * fit.found) and self._new_reads < max(10, len(sizes)):
             return fit
-        kappa = self._kappa(sizes)
-        rows = [(st.changes, kappa * _size(sizes.get(room)) * st.exposure)
-                for room, st in self._rooms.items() if st.exposure > 0]
-        # From the last fit a few rounds will do (the counts moved little); from the
-        # starting guess (a start, or counts loaded), as many as it takes to settle.
-        if fit is None or not self._settled:
-            weights = _fit_spread(rows, self._base, self._base, self.base_rooms, rounds=40)
-        else:
-            weights = _fit_spread(rows, fit.weights, self._base, self.base_rooms)
-        self._prior = RatePrior(kappa, weights, total, sum(n for n, _ in rows), (fit.serial + 1) if fit else 1)
+        cold = fit is None or not self._settled
+        best: tuple[float, float, tuple[float, ...], float, list[tuple[float, float]]] | None = None
+        found = sum(st.changes for st in self._rooms.values() if st.exposure > 0)
+        for beta in BETAS if found >= LEARNED else BETAS[:1]:
+            kappa = self._kappa(sizes, beta)
+            rows = [(st.changes, kappa * _size(sizes.get(room), beta) * st.exposure)
+                    for room, st in self._rooms.items() if st.exposure > 0]
+            start = self._by_beta.get(beta)
+            if cold or start is None:
+                weights, evidence = _fit_spread(rows, self._base, self._base, self.base_rooms, rounds=40)
+            else:
+                weights, evidence = _fit_spread(rows, start, self._base, self.base_rooms)
+            self._by_beta[beta] = weights
+            # Size keeps its say (the first of BETAS) unless another makes the counts clearly
+            # likelier (a likelihood ratio of 20).
+            evidence -= 0.0 if beta == BETAS[0] else SWITCH_EVIDENCE
+            if best is None or evidence > best[0]:
+                best = (evidence, kappa, weights, beta, rows)
+        assert best is not None
+        _, kappa, weights, beta, rows = best
+        self._prior = RatePrior(kappa, weights, total, sum(n for n, _ in rows), (fit.serial + 1) if fit else 1, beta)
         self._settled, self._new_found, self._new_reads = True, 0.0, 0
         return self._prior
 
@@ -203,7 +237,7 @@ class ChangeRates:
         predicts, times the multiplier its own counts make likely under `prior` (the
         spread learned over every room)."""
         st = self._rooms.get(room)
-        base = prior.kappa * _size(rows)
+        base = prior.kappa * _size(rows, prior.beta)
         mean = sum(w * g for w, g in zip(prior.weights, GRID, strict=True))
         if st is None or st.exposure <= 0 and st.changes <= 0:
             return base * mean
@@ -228,8 +262,8 @@ class ChangeRates:
         self._dirty.update(rooms)
 
 
-def _size(rows: int | None) -> float:
-    return float((rows or 0) + 10)
+def _size(rows: int | None, beta: float = 1.0) -> float:
+    return float((rows or 0) + 10) ** beta
 
 
 HOUR = 3600.0
