@@ -23,10 +23,11 @@ a room's bookings, to their square root, or to none (every room alike), whicheve
 the counts clearly likeliest. Where the busy rooms are busy whatever their size, keeping
 size would blur the two humps by the rooms' spread of sizes (a big quiet room taken for
 half busy, a small busy room for half quiet); dropped, the median room is learned within
-15 % of its rate after a day, where it was 50 % off. Changes and exposure decay with a half-life of days, so a room that quietens
-down is read less within a few days, not never. The counts are kept in the database
-(`room_state.ultimo_changes`, `ultimo_exposure_s`, `rates_at`): a restarted service
-starts from what it had learned, and fits the spread to them again.
+15 % of its rate after a day, where it was 50 % off. Changes and exposure decay with a
+half-life of days, so a room that quietens down is read less within a few days, not
+never. The counts are kept in the database (`room_state.ultimo_changes`,
+`ultimo_exposure_s`, `rates_at`): a restarted service starts from what it had learned, and
+fits the spread (and how far size predicts) to them again.
 
 Pure: no I/O, no clock; times are epoch seconds passed in.
 """
