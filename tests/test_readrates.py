@@ -189,3 +189,12 @@ def test_whether_size_predicts_a_rooms_rate_is_learned_too():
     big_quiet = max((r for r in sizes if true[r] < 1), key=lambda r: sizes[r])
     small_busy = min((r for r in sizes if true[r] > 1), key=lambda r: sizes[r])
     assert rates.rate(small_busy, sizes[small_busy], prior) > 4 * rates.rate(big_quiet, sizes[big_quiet], prior)
+    # A restart loads the kept counts and learns the same again.
+    again = ChangeRates()
+    for room in sizes:
+        st = rates.state(room)
+        again.load(room, st.changes, st.exposure, st.at)
+    refitted = again.prior(sizes)
+    assert refitted.beta == 0.0
+    for room in sizes:
+        assert again.rate(room, sizes[room], refitted) == pytest.approx(rates.rate(room, sizes[room], prior), rel=0.01)
