@@ -46,30 +46,61 @@ def all_ok(results: list) -> bool:
     return all(r.ok for r in results)
 
 
-def test_a_site_moves_from_ews_to_graph_without_writing_anything(world: World) -> None:
+def synced_site(world: World, *, private_meeting: bool, occurrences: int) -> tuple[str, dict[int, Any]]:
+    """People book C-25 (a meeting, maybe a private one, a daily stand-up with one occurrence
+    moved), Ultimo reserves both rooms; two passes sync it all. Returns the D-12 reservation's
+    id and the active links by id."""
     world.ews.book(C25, subject="Team sync", start=at(1, 9), end=at(1, 10), organizer="alice@example.com")
-    world.ews.book(C25, subject="Salary talk", start=at(1, 11), end=at(1, 12), organizer="bob@example.com",
-                   private=True)
+    if private_meeting:
+        world.ews.book(C25, subject="Salary talk", start=at(1, 11), end=at(1, 12), organizer="bob@example.com",
+                       private=True)
     master = world.ews.book(C25, subject="Stand-up", start=at(2, 8), end=at(2, 8, 15),
-                            recurrence=Recurrence(kind="daily", count=4))
+                            recurrence=Recurrence(kind="daily", count=occurrences))
     world.ews.move_occurrence(C25, master, at(3, 8), at(3, 16), at(3, 16, 15))
     inspection = world.ultimo.reserve("D-12", at(2, 14), at(2, 15), description="Inspection")
     world.ultimo.reserve("C-25", at(4, 14), at(4, 15), description="Cleaning")
     assert all_ok(world.reconcile()) and all_ok(world.reconcile())
-    before = {lk.id: lk for lk in world.links(active_only=True)}
-    assert len(before) == 8          # 2 meetings + 4 occurrences + 2 reservations
+    return inspection, {lk.id: lk for lk in world.links(active_only=True)}
 
-    world.use_backend("graph")
+
+def switch_writes_nothing(world: World, backend: str, relinked: int) -> dict[int, Any]:
+    """Restart on `backend`: two passes write nothing to either side and re-identify
+    `relinked` links of C-25; returns the active links by id."""
+    world.use_backend(backend)
     writes = world.write_calls()
     first, second = world.reconcile(), world.reconcile()
-
     assert all_ok(first) and all_ok(second), [r.errors for r in first + second]
-    assert world.write_calls() == writes, "the move to Graph wrote to Exchange or Ultimo"
+    assert world.write_calls() == writes, f"the move to {backend} wrote to Exchange or Ultimo"
     assert all(sum(r.writes.values()) == 0 for r in first + second)
-    assert any("re-identified 7 link(s)" in line for line in first[0].plan_lines), first[0].plan_lines
-    after = {lk.id: lk for lk in world.links(active_only=True)}
-    assert after.keys() == before.keys()
+    assert any(f"re-identified {relinked} link(s)" in line for line in first[0].plan_lines), first[0].plan_lines
     assert world.open_conflicts() == []
+    with session_factory(world.db)() as s:
+        assert {r.room: r.calendar_backend for r in s.query(RoomState)} == {C25: backend, D12: backend}
+    return {lk.id: lk for lk in world.links(active_only=True)}
+
+
+def moves_cross(world: World, inspection: str) -> None:
+    """After the switch, a person moves the meeting and Ultimo the inspection: one pass
+    writes each to the other side (Ultimo's side checked here, the calendar by the caller),
+    the next writes nothing."""
+    [team] = [b for b in world.exchange_view(C25) if b.subject == "Team sync"]
+    world.ews.move(C25, team.item_id, at(1, 13), at(1, 14))
+    world.ultimo.move(inspection, at(2, 16), at(2, 17))
+    calls = world.write_calls()
+    assert all_ok(world.reconcile())
+    assert world.write_calls() == (calls[0] + 1, calls[1] + 1)
+    moved = next(r for r in world.ultimo.reservations("C-25") if r["description"].startswith("Team sync"))
+    assert (moved["start"], moved["end"]) == (at(1, 13), at(1, 14))
+    assert all_ok(world.reconcile()) and world.write_calls() == (calls[0] + 1, calls[1] + 1)
+
+
+def test_a_site_moves_from_ews_to_graph_without_writing_anything(world: World) -> None:
+    inspection, before = synced_site(world, private_meeting=True, occurrences=4)
+    assert len(before) == 8          # 2 meetings + 4 occurrences + 2 reservations
+
+    after = switch_writes_nothing(world, "graph", relinked=7)
+
+    assert after.keys() == before.keys()
     for mailbox, _ in ROOMS:
         view = {v["id"]: v for v in graph_view(world, mailbox)}
         for link in (lk for lk in after.values() if lk.room == mailbox):
@@ -84,22 +115,12 @@ def test_a_site_moves_from_ews_to_graph_without_writing_anything(world: World) -
                 assert shown["extended_properties"].get(GRAPH_STAMP_ID) == link.stamp
             else:                   # a person's meeting: the same key (UID = iCalUId)
                 assert link.exchange_key == old.exchange_key
-    with session_factory(world.db)() as s:
-        assert {r.room: r.calendar_backend for r in s.query(RoomState)} == {C25: "graph", D12: "graph"}
 
     # Afterwards a move on each side crosses, through Graph.
-    team = next(v for v in graph_view(world, C25) if v["subject"] == "Team sync")
-    world.ews.move(C25, team["ews_id"], at(1, 13), at(1, 14))
-    world.ultimo.move(inspection, at(2, 16), at(2, 17))
-    calls = world.write_calls()
-    assert all_ok(world.reconcile())
-    assert world.write_calls() == (calls[0] + 1, calls[1] + 1)
-    moved = next(r for r in world.ultimo.reservations("C-25") if r["description"].startswith("Team sync"))
-    assert (moved["start"], moved["end"]) == (at(1, 13), at(1, 14))
+    moves_cross(world, inspection)
     [event] = [v for v in graph_view(world, D12) if v["extended_properties"].get(GRAPH_STAMP_ID)
                == stamp_for_reservation(inspection)]
     assert (event["start"], event["end"]) == (at(2, 16).astimezone(UTC), at(2, 17).astimezone(UTC))
-    assert all_ok(world.reconcile()) and world.write_calls() == (calls[0] + 1, calls[1] + 1)
 
 
 def test_a_dry_run_after_the_switch_writes_nothing_and_says_why(world: World) -> None:
@@ -139,27 +160,12 @@ def test_a_site_moves_back_from_graph_to_ews_without_writing_anything(tmp_path: 
     """The way back (README: "Switching back to `ews` works the same way"): a site that ran on
     Graph, its own events written through Graph, returns to EWS on the same database."""
     with World(tmp_path, backend="graph") as world:
-        world.ews.book(C25, subject="Team sync", start=at(1, 9), end=at(1, 10), organizer="alice@example.com")
-        master = world.ews.book(C25, subject="Stand-up", start=at(2, 8), end=at(2, 8, 15),
-                                recurrence=Recurrence(kind="daily", count=3))
-        world.ews.move_occurrence(C25, master, at(3, 8), at(3, 16), at(3, 16, 15))
-        inspection = world.ultimo.reserve("D-12", at(2, 14), at(2, 15), description="Inspection")
-        world.ultimo.reserve("C-25", at(4, 14), at(4, 15), description="Cleaning")
-        assert all_ok(world.reconcile()) and all_ok(world.reconcile())
-        before = {lk.id: lk for lk in world.links(active_only=True)}
+        inspection, before = synced_site(world, private_meeting=False, occurrences=3)
         assert len(before) == 6          # 1 meeting + 3 occurrences + 2 reservations
 
-        world.use_backend("ews")
-        writes = world.write_calls()
-        first, second = world.reconcile(), world.reconcile()
+        after = switch_writes_nothing(world, "ews", relinked=5)
 
-        assert all_ok(first) and all_ok(second), [r.errors for r in first + second]
-        assert world.write_calls() == writes, "the move back to EWS wrote to Exchange or Ultimo"
-        assert all(sum(r.writes.values()) == 0 for r in first + second)
-        assert any("re-identified 5 link(s)" in line for line in first[0].plan_lines), first[0].plan_lines
-        after = {lk.id: lk for lk in world.links(active_only=True)}
         assert after.keys() == before.keys()
-        assert world.open_conflicts() == []
         for mailbox, _ in ROOMS:
             view = {b.item_id: b for b in world.exchange_view(mailbox)}
             for link in (lk for lk in after.values() if lk.room == mailbox):
@@ -170,18 +176,8 @@ def test_a_site_moves_back_from_graph_to_ews_without_writing_anything(tmp_path: 
                 assert link.exchange_key == view[link.exchange_item_id].key
                 if link.stamp:
                     assert view[link.exchange_item_id].stamp == link.stamp
-        with session_factory(world.db)() as s:
-            assert {r.room: r.calendar_backend for r in s.query(RoomState)} == {C25: "ews", D12: "ews"}
 
         # Afterwards a move on each side crosses, through EWS.
-        [team] = [b for b in world.exchange_view(C25) if b.subject == "Team sync"]
-        world.ews.move(C25, team.item_id, at(1, 13), at(1, 14))
-        world.ultimo.move(inspection, at(2, 16), at(2, 17))
-        calls = world.write_calls()
-        assert all_ok(world.reconcile())
-        assert world.write_calls() == (calls[0] + 1, calls[1] + 1)
-        moved = next(r for r in world.ultimo.reservations("C-25") if r["description"].startswith("Team sync"))
-        assert (moved["start"], moved["end"]) == (at(1, 13), at(1, 14))
+        moves_cross(world, inspection)
         [event] = world.events_for_reservation(D12, inspection)
         assert (event.start, event.end) == (at(2, 16).astimezone(UTC), at(2, 17).astimezone(UTC))
-        assert all_ok(world.reconcile()) and world.write_calls() == (calls[0] + 1, calls[1] + 1)

@@ -96,10 +96,6 @@ def _log_likelihood(changes: float, expected: float) -> tuple[list[float], float
     return [math.exp(x - top) for x in logs], scale
 
 
-def _likelihood(changes: float, expected: float) -> list[float]:
-    return _log_likelihood(changes, expected)[0]
-
-
 def _fit_spread(rooms: list[tuple[float, float]], start: Sequence[float], base: Sequence[float],
                 base_rooms: float, rounds: int = 8) -> tuple[tuple[float, ...], float]:
     """The shares of rooms at each multiplier that make the rooms' (changes, expected at 1)
@@ -210,7 +206,7 @@ class ChangeRates:
                 and self._new_found < max(1.0, 0.02 * fit.found) and self._new_reads < max(10, len(sizes)):
             return fit
         cold = fit is None or not self._settled
-        best: tuple[float, float, tuple[float, ...], float, list[tuple[float, float]]] | None = None
+        best: tuple[float, float, tuple[float, ...], float] | None = None
         found = sum(st.changes for st in self._rooms.values() if st.exposure > 0)
         for beta in BETAS if found >= LEARNED else BETAS[:1]:
             kappa = self._kappa(sizes, beta)
@@ -226,10 +222,10 @@ class ChangeRates:
             # likelier (a likelihood ratio of 20).
             evidence -= 0.0 if beta == BETAS[0] else SWITCH_EVIDENCE
             if best is None or evidence > best[0]:
-                best = (evidence, kappa, weights, beta, rows)
+                best = (evidence, kappa, weights, beta)
         assert best is not None
-        _, kappa, weights, beta, rows = best
-        self._prior = RatePrior(kappa, weights, total, sum(n for n, _ in rows), (fit.serial + 1) if fit else 1, beta)
+        _, kappa, weights, beta = best
+        self._prior = RatePrior(kappa, weights, total, found, (fit.serial + 1) if fit else 1, beta)
         self._settled, self._new_found, self._new_reads = True, 0.0, 0
         return self._prior
 
@@ -246,7 +242,7 @@ class ChangeRates:
         hit = self._posterior.get(room)
         if hit is not None and hit[0] == key:
             return hit[1]
-        like = _likelihood(st.changes, base * st.exposure)
+        like, _ = _log_likelihood(st.changes, base * st.exposure)
         z = sum(w * x for w, x in zip(prior.weights, like, strict=True))
         multiplier = sum(w * x * g for w, x, g in zip(prior.weights, like, GRID, strict=True)) / z if z > 0 else mean
         self._posterior[room] = (key, base * multiplier)
