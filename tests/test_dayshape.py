@@ -353,3 +353,37 @@ def test_what_a_service_learned_survives_its_restart():
                   window=taken.window, profile=taken.profile, now=lambda: clock[0], max_wait=0.0, hold_off=0.0)
     assert after.planner.reads.shape == pacer.planner.reads.shape != FLAT
     assert after.window.count(epoch(clock[0])) == 30
+
+
+def test_the_learned_hours_stay_on_the_local_clock_when_the_clocks_change():
+    """A site in Amsterdam busy 08:00-18:00, learned in winter (UTC+1). When the clocks go
+    forward (29 March 2026: UTC+2) the learned UTC hours turn with them, so the reads' busy
+    pace still starts at 08:00 local and `syncd status` still says so; back again in
+    October. A profile kept across the change (the service stopped over it) is turned
+    when it is loaded."""
+    zone = ZoneInfo("Europe/Amsterdam")
+    policy = ReadPolicy.for_budget(5000, 50, interval_seconds=60.0, timezone="Europe/Amsterdam")
+    winter, summer, autumn = (datetime(2026, 3, 6, 12, tzinfo=UTC), datetime(2026, 4, 1, 12, tzinfo=UTC),
+                              datetime(2026, 11, 2, 12, tzinfo=UTC))
+    kept = office_profile(days=3, per_hour=50.0).to_json()        # finds in UTC 07-17 (08-18 local)
+    planner = ReadPlanner(policy, ["r"], TokenBucket(policy.capacity, policy.rate, 0.0, winter))
+    planner.load_profile(kept, winter)
+    assert "08:00-18:00" in planner.day_message(zone, winter)
+    before = planner.changes_shape.weights
+    assert before[7] > 1.0 > before[6]                            # busy from 07:00 UTC
+    saved = planner.profile.to_json()
+    assert saved["offset"] == 3600
+    planner.claim("r", summer)                                    # the service runs on past the change
+    assert "08:00-18:00" in planner.day_message(zone, summer)
+    after = planner.changes_shape.weights
+    assert after[6] > 1.0 > after[16]                             # busy from 06:00 UTC: 08:00 local
+    assert after[6] == pytest.approx(before[7])
+    assert planner.profile.to_json()["offset"] == 7200
+    # Stopped in winter and started in summer: turned as it is loaded, buckets included.
+    started = ReadPlanner(policy, ["r"], TokenBucket(policy.capacity, policy.rate, 0.0, summer))
+    started.load_profile(saved, summer)
+    assert started.changes_shape.weights == pytest.approx(after)
+    assert ReadPlanner.shapes_for(policy, saved, summer)[0].weights == pytest.approx(started.bucket.shape.weights)
+    planner.claim("r", autumn)                                    # and back when winter time returns
+    assert "08:00-18:00" in planner.day_message(zone, autumn)
+    assert planner.changes_shape.weights == pytest.approx(before)

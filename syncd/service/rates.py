@@ -291,7 +291,8 @@ class DayProfile:
     """When in the day Ultimo-side changes happen, pooled over every room.
 
     Per UTC hour: the changes reads found there, and the exposure there (seconds of the
-    hour a read covered, times the room's rate relative to the average room's). A read
+    hour a read covered, times the room's rate relative to the average room's); turned
+    by an hour when the local clock changes (`follow`), so the hours stay local ones. A read
     learns only that its changes happened since the part it read was last read, so they
     are spread over those hours in proportion to what the profile expects of each. What
     it expected when a change was found is often wrong (at first it expects every hour
@@ -316,6 +317,7 @@ class DayProfile:
         self.exposure = [0.0] * 24
         self.at: float | None = None
         self.first: float | None = None      # the first read it learned from
+        self.offset: int | None = None       # the local zone's UTC offset (seconds) its hours are aligned to
         self.version = 0
         # The recent finds: (when, changes, hours covered, where they were put), in memory
         # only; `found` holds them as put (decayed from when), with every older find.
@@ -396,9 +398,34 @@ class DayProfile:
         self.version += 1
         self._fitted = self.version
 
+    def follow(self, zone: tzinfo, at: float) -> bool:
+        """Keep the learned hours on the local clock: when `zone`'s offset from UTC moves by
+        whole hours (daylight saving time begins or ends), turn the UTC hours by as much, so
+        that a site busy from 07:00 is read busy from 07:00 the next morning rather than an
+        hour off for the week its counts would take to learn it again. True when turned."""
+        offset = datetime.fromtimestamp(at, UTC).astimezone(zone).utcoffset()
+        seconds = int(offset.total_seconds()) if offset is not None else 0
+        if self.offset is None or seconds == self.offset:
+            self.offset = seconds
+            return False
+        shift, rest = divmod(seconds - self.offset, 3600)
+        self.offset = seconds
+        if rest:
+            return False        # by part of an hour (a half-hour change, as on Lord Howe Island): left as it is
+
+        def turn(xs: list[float]) -> list[float]:
+            # Local hour L was UTC hour L - old offset; it is now UTC hour L - new offset.
+            return [xs[(h + shift) % 24] for h in range(24)]
+
+        self.found, self.exposure = turn(self.found), turn(self.exposure)
+        for k, (when, found, cover, put) in enumerate(self._recent):
+            self._recent[k] = (when, found, turn(cover), turn(put))
+        self.version += 1
+        return True
+
     def to_json(self) -> dict[str, object]:
         return {"found": [round(x, 4) for x in self.found], "exposure": [round(x, 4) for x in self.exposure],
-                "at": self.at, "first": self.first}
+                "at": self.at, "first": self.first, "offset": self.offset}
 
     def load(self, data: object) -> bool:
         """Take what a predecessor kept (see `to_json`); False (nothing taken) when malformed."""
@@ -409,11 +436,13 @@ class DayProfile:
             at = None if d.get("at") is None else float(d["at"])
             # Kept before the first read was: taken as a day before the last.
             first = (None if at is None else at - DAY) if d.get("first") is None else float(d["first"])
+            # Kept by a version that did not keep it: aligned to the offset of the first follow.
+            offset = None if d.get("offset") is None else int(d["offset"])
         except (TypeError, KeyError, ValueError):
             return False
         if len(found) != 24 or len(exposure) != 24 or not all(map(math.isfinite, found + exposure)):
             return False
-        self.found, self.exposure, self.at, self.first = found, exposure, at, first
+        self.found, self.exposure, self.at, self.first, self.offset = found, exposure, at, first, offset
         self._recent.clear()
         self.version += 1
         return True

@@ -212,6 +212,8 @@ class ReadPlanner:
         if isinstance(profile, dict):
             learned = DayProfile()
             profile = learned if learned.load(profile) else None
+            if profile is not None and now is not None:
+                profile.follow(ZoneInfo(policy.timezone), epoch(now))     # kept before a clock change
         share = 0.0 if profile is None else profile.share()
         if share <= 0 and now is None:
             return FLAT, FLAT        # nothing (or too little) learned, and no guess: evenly
@@ -241,6 +243,7 @@ class ReadPlanner:
         """Follow the learned profile: at most once an hour (the shapes move slowly, and
         the window holds the daily bound while they do)."""
         t = epoch(now)
+        force = self.profile.follow(self._zone, t) or force
         if not force and self._shaped is not None and (self._shaped[0] == self.profile.version
                                                        or t < self._shaped[1] + 3600.0):
             return
