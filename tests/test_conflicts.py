@@ -9,16 +9,19 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.core.model import (
     CHANGED_ON_BOTH_SIDES,
     RESERVATION_IN_PAST,
     ROOM_UNAVAILABLE,
     ConflictInfo,
+    Room,
 )
 from syncd.engine import conflicts
+from syncd.engine.journal import ApplyResult, Journal
 from syncd.store.schema import Base, Conflict, Link
 
 ROOM = "room.c25@example.com"
@@ -206,3 +209,32 @@ def test_link_and_ultimo_id_survive_a_sighting_without_them(session: Session) ->
     assert rec(session, info(), T0 + timedelta(minutes=1)) == cid
     [row] = all_rows(session)
     assert (row.link_id, row.ultimo_id) == (link.id, "R-77")
+
+
+def test_a_pass_whose_commit_fails_does_not_count_the_conflicts_it_rolled_back(tmp_path) -> None:
+    """A conflict is recorded with the pass's next transaction. When that transaction fails
+    (the database refuses the commit), the conflict is not stored, and the pass's summary
+    and its notices must not count it either: the next pass records it and counts it then."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'pass.db'}")
+    Base.metadata.create_all(engine)
+    journal = Journal()
+    journal.sessions, journal.clock = sessionmaker(engine), lambda: T0
+    room = Room(ROOM, "C-25")
+    result = ApplyResult()
+    journal._conflict(room, info("uid-1"), None, result)
+    with journal._tx(result):
+        pass                                             # committed: counted
+    journal._conflict(room, info("uid-2"), None, result)
+
+    @event.listens_for(engine, "commit")
+    def refuse(conn) -> None:
+        raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    with pytest.raises(OperationalError):
+        with journal._tx(result):
+            pass
+    event.remove(engine, "commit", refuse)
+    assert (result.conflicts_new, [c.booking_key for c in result.recorded]) == (1, ["uid-1"])
+    with Session(engine) as s:
+        assert [c.booking_key for c in s.scalars(select(Conflict))] == ["uid-1"]
+    engine.dispose()

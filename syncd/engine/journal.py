@@ -111,11 +111,19 @@ class Journal:
         already answered, their conflicts, links): committed together when the block ends.
         An exception rolls all of it back; the journal rows of those outcomes stay pending."""
         due, result.due = result.due, []
-        with self.sessions.begin() as s:
-            for record in due:
-                record(s)
-                s.flush()   # in the order they happened (one flush would order them by table)
-            yield s
+        counted = (result.conflicts_new, result.resolved, len(result.recorded))
+        try:
+            with self.sessions.begin() as s:
+                for record in due:
+                    record(s)
+                    s.flush()   # in the order they happened (one flush would order them by table)
+                yield s
+        except BaseException:
+            # Rolled back: the conflicts it recorded or resolved are not, whatever the records
+            # counted (the next pass finds them again); the pass's summary must not say so.
+            result.conflicts_new, result.resolved = counted[:2]
+            del result.recorded[counted[2]:]
+            raise
 
     def _commit_due(self, result: ApplyResult) -> None:
         """The pass's last commit: what is due after its last write (nothing when nothing is)."""
