@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The tests run on every core (at most 4; PYTEST_WORKERS=0 runs them in this one process),
+# a worker that runs out takes tests queued for a busy one (worksteal).
+PYTEST_WORKERS ?= auto
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --maxprocesses 4 --dist worksteal $(PYTEST_ARGS)
 
 # The HTML report's tests open it in a headless Chromium (Debian's package); installed here
 # when missing and we may (root with apt-get, as in CI), else those tests are skipped.
