@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from syncd.service.rates import GRID, ChangeRates
+from syncd.service.rates import GRID, ChangeRates, _fit_spread
 from syncd.service.readplan import FULL, ReadGrant, ReadPlanner, ReadPolicy, TokenBucket
 
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
@@ -198,3 +198,41 @@ def test_whether_size_predicts_a_rooms_rate_is_learned_too():
     assert refitted.beta == 0.0
     for room in sizes:
         assert again.rate(room, sizes[room], refitted) == pytest.approx(rates.rate(room, sizes[room], prior), rel=0.01)
+
+
+def test_the_spread_fit_is_plain_expectation_maximisation():
+    """The fit's rounds are sums of products over the rooms in single calls (it runs under
+    the pacer's lock); they must give what the textbook rounds give, room by room and
+    multiplier by multiplier, including a room no multiplier of the spread explains."""
+    rng = random.Random(3)
+    rooms = [(float(_chance(rng, 4.0 if i % 5 == 0 else 0.3)), rng.uniform(0.2, 2.0)) for i in range(150)]
+    rooms.append((400.0, 0.01))              # likely only far above where the start puts weight
+    start = [1.0 if g <= 1 else 0.0 for g in GRID]
+    start = [w / sum(start) for w in start]
+    base = [1.0 / len(GRID)] * len(GRID)
+
+    def textbook(rounds: int) -> tuple[list[float], float]:
+        likes = []
+        for n, m in rooms:
+            logs = [n * math.log(g) - g * m for g in GRID]
+            top = max(logs)
+            likes.append(([math.exp(x - top) for x in logs], top + (n * math.log(m) if n > 0 else 0.0)))
+        weights = list(start)
+        for _ in range(rounds):
+            acc = [2.0 * b for b in base]
+            for like, _ in likes:
+                z = sum(weights[j] * like[j] for j in range(len(GRID)))
+                if z > 0:
+                    for j in range(len(GRID)):
+                        acc[j] += weights[j] * like[j] / z
+            weights = [a / sum(acc) for a in acc]
+        evidence = sum(s + math.log(max(1e-300, sum(w * x for w, x in zip(weights, like, strict=True))))
+                       for like, s in likes)
+        return weights, evidence
+
+    for rounds in (1, 8, 40):
+        weights, evidence = _fit_spread(rooms, start, base, 2.0, rounds=rounds)
+        want, want_evidence = textbook(rounds)
+        assert weights == pytest.approx(want, rel=1e-9, abs=1e-15)
+        assert evidence == pytest.approx(want_evidence, rel=1e-9)
+    assert sum(weights) == pytest.approx(1.0)

@@ -35,6 +35,7 @@ Pure: no I/O, no clock; times are epoch seconds passed in.
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -102,22 +103,24 @@ def _fit_spread(rooms: list[tuple[float, float]], start: Sequence[float], base: 
     likeliest, with `base` counted as `base_rooms` more rooms (so a few rooms' chance
     does not make a spread): expectation-maximisation from `start`, a few rounds each
     time (the counts move little between fits). Also how likely the counts are under
-    that spread (log, up to a term of the counts alone), to compare fits."""
+    that spread (log, up to a term of the counts alone), to compare fits.
+
+    A round is two products with the rooms' likelihoods, one by rows (each room's
+    likelihood under the spread) and one by columns (each multiplier's share of the
+    rooms' posteriors), each a sum of products in one call: the fit runs under the
+    pacer's lock, and at 1,000 rooms this takes half the time or less that element-wise
+    arithmetic did."""
     both = [_log_likelihood(n, m) for n, m in rooms]
     likes = [like for like, _ in both]
+    columns = list(zip(*likes, strict=True)) if likes else [() for _ in GRID]
     weights = list(start)
-    k = range(len(GRID))
     for _ in range(rounds):
-        acc = [base_rooms * b for b in base]
-        for like in likes:
-            z = sum(w * x for w, x in zip(weights, like, strict=True))
-            if z > 0:
-                for j in k:
-                    acc[j] += weights[j] * like[j] / z
+        inverse = [1.0 / z if z > 0 else 0.0 for z in (sum(map(operator.mul, weights, like)) for like in likes)]
+        acc = [base_rooms * b + w * sum(map(operator.mul, column, inverse))
+               for b, w, column in zip(base, weights, columns, strict=True)]
         total = sum(acc)
         weights = [a / total for a in acc]
-    evidence = sum(scale + math.log(max(1e-300, sum(w * x for w, x in zip(weights, like, strict=True))))
-                   for like, scale in both)
+    evidence = sum(scale + math.log(max(1e-300, sum(map(operator.mul, weights, like)))) for like, scale in both)
     return tuple(weights), evidence
 
 
