@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/simulated_day.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/calendar_requests.py
+	$(BIN)/python benchmarks/rates_fit.py
 
 # The crash-and-fault campaign against the real syncd process (benchmarks/chaos.py):
 # CHAOS=short (a few minutes, run by CI) or CHAOS=long (300+ kills, 20+ fault schedules);
