@@ -1,8 +1,8 @@
 """How long the learned change rates take to fit, which the service does under the pacer's
 lock (every room job waits meanwhile): the first fit after a start (every kept count
-loaded, the spread and how far size predicts fitted from scratch) and a refit after a few
-dozen reads. Estates of rooms of the simulation's sizes, a fifth of them busy, three days
-of counts each. Prints figures; asserts nothing.
+loaded, the spread and how far size predicts fitted from scratch) and a refit once a tenth
+of the rooms have been read again. Estates of rooms of the simulation's sizes, a fifth of
+them busy, three days of counts each. Prints figures; asserts nothing.
 
     python benchmarks/rates_fit.py [--rooms 200 1000 5000] [--repeat 3]
 """
@@ -18,9 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from syncd.service.rates import ChangeRates  # noqa: E402
-
-DAY = 86400.0
+from syncd.service.rates import DAY, ChangeRates  # noqa: E402
 
 
 def estate(n: int, seed: int) -> tuple[ChangeRates, dict[str, int]]:

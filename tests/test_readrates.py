@@ -235,4 +235,3 @@ def test_the_spread_fit_is_plain_expectation_maximisation():
         want, want_evidence = textbook(rounds)
         assert weights == pytest.approx(want, rel=1e-9, abs=1e-15)
         assert evidence == pytest.approx(want_evidence, rel=1e-9)
-    assert sum(weights) == pytest.approx(1.0)

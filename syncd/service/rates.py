@@ -109,7 +109,7 @@ def _fit_spread(rooms: list[tuple[float, float]], start: Sequence[float], base: 
     likelihood under the spread) and one by columns (each multiplier's share of the
     rooms' posteriors), each a sum of products in one call: the fit runs under the
     pacer's lock, and at 1,000 rooms this takes half the time or less that element-wise
-    arithmetic did."""
+    arithmetic did (`benchmarks/rates_fit.py`)."""
     both = [_log_likelihood(n, m) for n, m in rooms]
     likes = [like for like, _ in both]
     columns = list(zip(*likes, strict=True)) if likes else [() for _ in GRID]
