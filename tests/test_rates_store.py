@@ -29,9 +29,9 @@ def engine(db_urls: str):
     e.dispose()
 
 
-def pacer(now: datetime) -> Pacer:
+def pacer(clock: list[datetime]) -> Pacer:
     policy = ReadPolicy.for_budget(2000, 50, interval_seconds=60.0)
-    return Pacer(policy, [r.mailbox for r in ROOMS], DailyBudget(None, 2000), level=0.0, now=lambda: now,
+    return Pacer(policy, [r.mailbox for r in ROOMS], DailyBudget(None, 2000), level=0.0, now=lambda: clock[0],
                  hold_off=0.0)
 
 
@@ -65,23 +65,24 @@ def test_a_restarted_service_starts_from_the_rates_it_learned(engine: Engine) ->
         for r in ROOMS:
             conn.execute(insert(RoomState.__table__).values(room=r.mailbox, space_id=r.space_id, ultimo_seen=40,
                                                             ultimo_read_at=T0 - timedelta(days=1)))
-    first = pacer(T0)
+    clock = [T0]
+    first = pacer(clock)
     service_state(engine, first)
     planner = first.planner
     assert planner._rate("hot@example.com") == pytest.approx(planner._rate("cold@example.com"))
     t = T0
     for hour in range(1, 25):
-        t = T0 + timedelta(hours=hour)
+        t = clock[0] = T0 + timedelta(hours=hour)
         _, full = planner.windows(t)
         for r in ROOMS:
-            planner.done(ReadGrant(r.mailbox, FULL, full, 1), t, ok=True, rows=40,
-                         found=4 if r.mailbox.startswith("hot") else 0)
+            first.done(ReadGrant(r.mailbox, FULL, full, 1), ok=True, rows=40,
+                       found=4 if r.mailbox.startswith("hot") else 0)
     learned = planner._rate("hot@example.com"), planner._rate("cold@example.com")
     assert learned[0] > 5 * learned[1]
     record_rates(engine, first.take_rates())
     assert first.take_rates() == {}               # nothing new to keep
 
-    second = pacer(t)                              # the restart
+    second = pacer([t])                            # the restart
     service_state(engine, second)
     again = second.planner._rate("hot@example.com"), second.planner._rate("cold@example.com")
     # The counts come back exactly; the spread of rates is fitted to them again, to within a

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from sqlalchemy.pool import StaticPool
 
 from syncd.engine.cycle import start_run
 from syncd.errors import BudgetExhausted
+from syncd.service import rates as rates_module
 from syncd.service.bucket import epoch
 from syncd.service.pacer import (
     Pacer,
@@ -35,6 +37,7 @@ from syncd.service.readplan import (
     FULL,
     NEAR,
     PacerSnapshot,
+    ReadGrant,
     ReadPlanner,
     ReadPolicy,
     TokenBucket,
@@ -317,6 +320,53 @@ def test_pacer_charges_calls_other_processes_counted_in_the_ledger():
     clock.t += timedelta(seconds=20)
     other.spend(4)
     assert pacer.observe_ledger(engine) == 6
+
+
+def test_a_refit_of_the_learned_rates_does_not_hold_up_other_room_jobs(monkeypatch):
+    """At thousands of rooms a refit takes a second or more: it runs outside the pacer's
+    lock, in the thread whose read called for it, and the others' calls and claims go on
+    with the last fit meanwhile."""
+    clock = VClock(T0)
+    pacer = make_pacer(clock, hold_off=0)
+    grant = pacer.claim("a")
+    assert grant is not None
+    pacer.done(grant, ok=True, rows=50, found=0)
+    first = pacer.planner.rates.prior({"a": 50, "b": None}, fit=False)
+
+    fitting, release = threading.Event(), threading.Event()
+    real = rates_module._fit_spread
+
+    def slow_fit(*args, **kw):
+        if not fitting.is_set():
+            fitting.set()
+            release.wait(30)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rates_module, "_fit_spread", slow_fit)
+    clock.t += timedelta(minutes=30)
+    grant = pacer.claim("a")
+    assert grant is not None
+    # Three changes found: the spread is to be fitted again, in the reading thread.
+    reader = threading.Thread(target=pacer.done, args=(grant,), kwargs={"ok": True, "rows": 50, "found": 3})
+    reader.start()
+    try:
+        assert fitting.wait(10), "the refit did not start"
+        others: dict[str, object] = {}
+
+        def other_job():
+            pacer.spend()
+            others["claim"] = pacer.claim("b")
+
+        job = threading.Thread(target=other_job)
+        job.start()
+        job.join(10)
+        assert not job.is_alive(), "another room job waited for the refit"
+        assert isinstance(others["claim"], ReadGrant) and others["claim"].room == "b"
+        assert pacer.planner.rates.prior({}, fit=False) is first
+    finally:
+        release.set()
+        reader.join(10)
+    assert pacer.planner.rates.prior({}, fit=False).serial == first.serial + 1
 
 
 # --- the property ---------------------------------------------------------------------------

@@ -161,6 +161,60 @@ def test_a_read_moves_its_own_rooms_rate_at_once_and_the_spread_is_fitted_when_e
     assert rates.prior(sizes).serial > refitted.serial
 
 
+def test_a_fit_prepared_and_run_apart_is_the_fit_made_in_place():
+    """The service fits outside its lock: prepared from the counts, run, installed. That
+    gives exactly what fitting in place gives, first fit and refit alike."""
+    in_place, sizes, _ = _learned([6.0] * 20 + [0.375] * 80)
+    apart, _, _ = _learned([6.0] * 20 + [0.375] * 80)
+    for step in range(2):
+        job = apart.prepare(sizes)
+        assert job is not None
+        job.run()
+        assert apart.install(job) == in_place.prior(sizes)
+        assert in_place.prior(sizes).serial == step + 1
+        assert apart.prepare(sizes) is None                 # nothing new: no fit due
+        assert apart.prior(sizes, fit=False) is apart.prior(sizes)
+        for rates in (in_place, apart):
+            rates.observe("r0", 12 + step, DAY, (3 + step) * DAY)
+
+
+def test_what_is_counted_while_a_fit_runs_is_kept_for_the_next():
+    rates, sizes, _ = _learned([1.5] * 100)
+    first = rates.prior(sizes)
+    rates.observe("r3", 10, DAY, 3 * DAY)               # enough to fit again
+    job = rates.prepare(sizes)
+    assert job is not None
+    rates.observe("r4", 10, DAY, 3 * DAY)               # found while it runs
+    assert rates.prior(sizes, fit=False) is first       # the last fit serves meanwhile
+    job.run()
+    second = rates.install(job)
+    assert second.serial == first.serial + 1 and second.found == job.found
+    assert rates.due(sizes)                             # r4's finds call for another
+    again = rates.prepare(sizes)
+    assert again is not None
+    again.run()
+    assert rates.install(again).found > second.found
+    assert not rates.due(sizes)
+
+
+def test_a_fit_overtaken_while_it_ran_is_dropped():
+    rates, sizes, _ = _learned([1.5] * 100)
+    rates.prior(sizes)
+    rates.observe("r3", 10, DAY, 3 * DAY)
+    slow = rates.prepare(sizes)
+    assert slow is not None
+    newer = rates.prior(sizes)                          # fitted in place meanwhile
+    slow.run()
+    assert rates.install(slow) is newer
+    rates.load("r5", 9, DAY, 3 * DAY)                   # loaded while a fit runs: not settled by it
+    job = rates.prepare(sizes)
+    assert job is not None and job.cold
+    rates.load("r6", 9, DAY, 3 * DAY)
+    job.run()
+    rates.install(job)
+    assert rates.due(sizes)
+
+
 def _sized(rate_of: Callable[[int, int], float], seed: int = 7, n: int = 200,
            days: float = 1.0) -> tuple[ChangeRates, dict[str, int], dict[str, float]]:
     """Rooms of varied size (as the simulation's), each read over `days` finding what chance
@@ -201,9 +255,9 @@ def test_whether_size_predicts_a_rooms_rate_is_learned_too():
 
 
 def test_the_spread_fit_is_plain_expectation_maximisation():
-    """The fit's rounds are sums of products over the rooms in single calls (it runs under
-    the pacer's lock); they must give what the textbook rounds give, room by room and
-    multiplier by multiplier, including a room no multiplier of the spread explains."""
+    """The fit's rounds are sums of products over the rooms in single calls (for speed:
+    `benchmarks/rates_fit.py`); they must give what the textbook rounds give, room by room
+    and multiplier by multiplier, including a room no multiplier of the spread explains."""
     rng = random.Random(3)
     rooms = [(float(_chance(rng, 4.0 if i % 5 == 0 else 0.3)), rng.uniform(0.2, 2.0)) for i in range(150)]
     rooms.append((400.0, 0.01))              # likely only far above where the start puts weight

@@ -81,7 +81,10 @@ class Pacer:
         self.max_wait = max_wait
         start = now()
         self._not_before = start + timedelta(seconds=hold_off)
-        self.planner = ReadPlanner(policy, rooms, TokenBucket(policy.capacity, policy.rate, level, start))
+        # The rates' spread is refitted outside the lock (`_refit`): at thousands of rooms a
+        # fit takes a second or more, and every room job's Ultimo call would wait for it.
+        self.planner = ReadPlanner(policy, rooms, TokenBucket(policy.capacity, policy.rate, level, start),
+                                   fit_inline=False)
         if profile is not None:
             self.planner.load_profile(profile, start)
         # The calls of the last 24 hours: no call while they are the daily budget, and the
@@ -95,6 +98,7 @@ class Pacer:
         self._seen_day = daily.today()
         self._seen_calls: int | None = None
         self._local = threading.local()
+        self._fitting = False
         self.calls = 0
 
     def _paced(self, t: float, level: float) -> float:
@@ -154,6 +158,7 @@ class Pacer:
 
     def claim(self, room: str) -> ReadGrant | None:
         """A read of `room` if one is due and tokens allow (see ReadPlanner.claim)."""
+        self._refit()
         with self._lock:
             now = self._now()
             if self._stopping.is_set() or now < self._not_before:
@@ -163,6 +168,27 @@ class Pacer:
     def done(self, grant: ReadGrant, *, ok: bool, rows: int | None = None, found: int | None = None) -> None:
         with self._lock:
             self.planner.done(grant, self._now(), ok=ok, rows=rows, found=found)
+        self._refit()
+
+    def _refit(self) -> None:
+        """Fit the rates' spread again when the counts call for it, in this thread and
+        outside the lock (one fit at a time); the planner goes on with the last fit
+        meanwhile. Alone, as in a simulation, the fit is in place before anything asks
+        for a rate, as if it were made where it is needed."""
+        with self._lock:
+            if self._fitting:
+                return
+            job = self.planner.pending_fit()
+            if job is None:
+                return
+            self._fitting = True
+        try:
+            job.run()
+        finally:
+            with self._lock:
+                self._fitting = False
+                if job.fitted is not None:
+                    self.planner.install_fit(job)
 
     def take_rates(self) -> dict[str, RateState]:
         """The learned change rates that moved since the last call (to persist)."""

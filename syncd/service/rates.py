@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
 __all__ = ["GRID", "LEARNED", "OFFICE_HOURS", "OFFICE_RATIO", "ChangeRates", "DayProfile",
-           "RatePrior", "RateState", "busy_hours", "hour_seconds", "office_prior", "read_shape"]
+           "PendingFit", "RatePrior", "RateState", "busy_hours", "hour_seconds", "office_prior", "read_shape"]
 
 DAY = 86400.0
 
@@ -107,9 +107,8 @@ def _fit_spread(rooms: list[tuple[float, float]], start: Sequence[float], base: 
 
     A round is two products with the rooms' likelihoods, one by rows (each room's
     likelihood under the spread) and one by columns (each multiplier's share of the
-    rooms' posteriors), each a sum of products in one call: the fit runs under the
-    pacer's lock, and at 1,000 rooms this takes half the time or less that element-wise
-    arithmetic did (`benchmarks/rates_fit.py`)."""
+    rooms' posteriors), each a sum of products in one call: at 1,000 rooms this takes
+    half the time or less that element-wise arithmetic did (`benchmarks/rates_fit.py`)."""
     both = [_log_likelihood(n, m) for n, m in rooms]
     likes = [like for like, _ in both]
     columns = list(zip(*likes, strict=True)) if likes else [() for _ in GRID]
@@ -122,6 +121,44 @@ def _fit_spread(rooms: list[tuple[float, float]], start: Sequence[float], base: 
         weights = [a / total for a in acc]
     evidence = sum(scale + math.log(max(1e-300, sum(map(operator.mul, weights, like)))) for like, scale in both)
     return tuple(weights), evidence
+
+
+@dataclass(slots=True)
+class PendingFit:
+    """A fit of the spread prepared from the counts as they were (`ChangeRates.prepare`).
+    `run` touches nothing shared, so a threaded caller runs it outside its lock (the
+    service: outside the pacer's, so room jobs' Ultimo calls do not wait for it) and hands
+    it to `ChangeRates.install` under the lock."""
+
+    total: float
+    found: float
+    cold: bool
+    tries: list[tuple[float, float, list[tuple[float, float]], tuple[float, ...] | None]]  # beta, kappa, rows, start
+    base: tuple[float, ...]
+    base_rooms: float
+    after: int                # the serial of the fit it follows (0: none)
+    new_found: float          # the counts' news it has seen
+    new_reads: int
+    loads: int                # loads it has seen
+    fitted: tuple[float, float, tuple[float, ...], dict[float, tuple[float, ...]]] | None = None
+
+    def run(self) -> None:
+        """Fit every try of how far size predicts; keep the likeliest (size keeps its say
+        unless another makes the counts clearly likelier: a likelihood ratio of 20)."""
+        best: tuple[float, float, float, tuple[float, ...]] | None = None
+        starts: dict[float, tuple[float, ...]] = {}
+        for beta, kappa, rows, start in self.tries:
+            if self.cold or start is None:
+                weights, evidence = _fit_spread(rows, self.base, self.base, self.base_rooms, rounds=40)
+            else:
+                weights, evidence = _fit_spread(rows, start, self.base, self.base_rooms)
+            starts[beta] = weights
+            evidence -= 0.0 if beta == BETAS[0] else SWITCH_EVIDENCE
+            if best is None or evidence > best[0]:
+                best = (evidence, beta, kappa, weights)
+        assert best is not None
+        _, beta, kappa, weights = best
+        self.fitted = (beta, kappa, weights, starts)
 
 
 class ChangeRates:
@@ -147,6 +184,7 @@ class ChangeRates:
         self._new_reads = 0
         self._posterior: dict[str, tuple[tuple[float, ...], float]] = {}
         self._version = 0
+        self._loads = 0
         self._by_beta: dict[float, tuple[float, ...]] = {}
 
     @property
@@ -161,6 +199,7 @@ class ChangeRates:
         """Seed a room with what the database kept."""
         self._rooms[room] = RateState(max(0.0, changes or 0.0), max(0.0, exposure or 0.0), at)
         self._settled = False
+        self._loads += 1
         self._version += 1
 
     def exposure(self, *, now: float, near_at: float | None, full_at: float | None, full: bool) -> float:
@@ -197,39 +236,58 @@ class ChangeRates:
             den += st.exposure * _size(sizes.get(room), beta)
         return num / den if den > 0 else self.default_kappa
 
-    def prior(self, sizes: dict[str, int | None]) -> RatePrior:
+    def prior(self, sizes: dict[str, int | None], *, fit: bool = True) -> RatePrior:
         """How rooms' rates spread around what their sizes predict, learned from every
-        room's counts (see the module docstring); fitted again once enough is new: a
-        change found for every fiftieth already counted (at least one), a read of as many
-        rooms as there are, or other sizes. Between fits a read moves only its own room's
-        rate."""
-        total = sum(_size(rows) for rows in sizes.values())
+        room's counts (see the module docstring); fitted again once enough is new (`due`).
+        Between fits a read moves only its own room's rate. With `fit` False the last fit
+        is given even when another is due (its caller fits elsewhere: `prepare`); the first
+        is made here all the same."""
+        job = self.prepare(sizes) if fit or self._prior is None else None
+        if job is None:
+            assert self._prior is not None
+            return self._prior
+        job.run()
+        return self.install(job)
+
+    def due(self, sizes: dict[str, int | None]) -> bool:
+        """Whether the spread is to be fitted again: nothing fitted yet, counts loaded since,
+        other sizes, a change found for every fiftieth already counted (at least one), or a
+        read of as many rooms as there are."""
         fit = self._prior
-        if fit is not None and self._settled and fit.total == total \
-                and self._new_found < max(1.0, 0.02 * fit.found) and self._new_reads < max(10, len(sizes)):
-            return fit
-        cold = fit is None or not self._settled
-        best: tuple[float, float, tuple[float, ...], float] | None = None
+        return fit is None or not self._settled or fit.total != sum(_size(rows) for rows in sizes.values()) \
+            or self._new_found >= max(1.0, 0.02 * fit.found) or self._new_reads >= max(10, len(sizes))
+
+    def prepare(self, sizes: dict[str, int | None]) -> PendingFit | None:
+        """A fit of the spread from the counts as they are now, when one is due (None
+        otherwise): its `run` may go on outside the caller's lock, `install` takes it."""
+        if not self.due(sizes):
+            return None
+        fit = self._prior
         found = sum(st.changes for st in self._rooms.values() if st.exposure > 0)
+        tries = []
         for beta in BETAS if found >= LEARNED else BETAS[:1]:
             kappa = self._kappa(sizes, beta)
             rows = [(st.changes, kappa * _size(sizes.get(room), beta) * st.exposure)
                     for room, st in self._rooms.items() if st.exposure > 0]
-            start = self._by_beta.get(beta)
-            if cold or start is None:
-                weights, evidence = _fit_spread(rows, self._base, self._base, self.base_rooms, rounds=40)
-            else:
-                weights, evidence = _fit_spread(rows, start, self._base, self.base_rooms)
-            self._by_beta[beta] = weights
-            # Size keeps its say (the first of BETAS) unless another makes the counts clearly
-            # likelier (a likelihood ratio of 20).
-            evidence -= 0.0 if beta == BETAS[0] else SWITCH_EVIDENCE
-            if best is None or evidence > best[0]:
-                best = (evidence, kappa, weights, beta)
-        assert best is not None
-        _, kappa, weights, beta = best
-        self._prior = RatePrior(kappa, weights, total, found, (fit.serial + 1) if fit else 1, beta)
-        self._settled, self._new_found, self._new_reads = True, 0.0, 0
+            tries.append((beta, kappa, rows, self._by_beta.get(beta)))
+        return PendingFit(sum(_size(rows) for rows in sizes.values()), found, fit is None or not self._settled,
+                          tries, self._base, self.base_rooms, fit.serial if fit else 0, self._new_found,
+                          self._new_reads, self._loads)
+
+    def install(self, job: PendingFit) -> RatePrior:
+        """Take a fit that has run (`PendingFit.run`); what was counted meanwhile is kept for
+        the next. A fit that another has overtaken since it was prepared is dropped."""
+        fit = self._prior
+        if job.fitted is None or (fit.serial if fit else 0) != job.after:
+            if fit is None:
+                raise ValueError("a fit of the rates' spread was installed before it ran")
+            return fit
+        beta, kappa, weights, starts = job.fitted
+        self._by_beta.update(starts)
+        self._prior = RatePrior(kappa, weights, job.total, job.found, job.after + 1, beta)
+        self._settled = job.loads == self._loads
+        self._new_found = max(0.0, self._new_found - job.new_found)
+        self._new_reads = max(0, self._new_reads - job.new_reads)
         return self._prior
 
     def rate(self, room: str, rows: int | None, prior: RatePrior) -> float:

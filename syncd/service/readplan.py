@@ -44,6 +44,7 @@ from syncd.service.rates import (
     OFFICE_HOURS,
     ChangeRates,
     DayProfile,
+    PendingFit,
     RatePrior,
     busy_hours,
     office_prior,
@@ -163,9 +164,13 @@ class ReadPlanner:
     """Decides, room by room, whether an Ultimo read is due now and which window.
 
     The caller (one lock around it when threads share it) claims a read with `claim`,
-    charges every call it makes to `bucket`, and reports the outcome with `done`."""
+    charges every call it makes to `bucket`, and reports the outcome with `done`. With
+    `fit_inline` False the caller also refits the learned rates' spread, outside its lock:
+    `pending_fit` after each `done`, run, `install_fit` (as `syncd.service.pacer.Pacer`
+    does); until then the last fit serves."""
 
-    def __init__(self, policy: ReadPolicy, rooms: Sequence[str], bucket: TokenBucket) -> None:
+    def __init__(self, policy: ReadPolicy, rooms: Sequence[str], bucket: TokenBucket, *,
+                 fit_inline: bool = True) -> None:
         self.policy = policy
         self.bucket = bucket
         # Paces reads to their share of the steady rate; the main bucket stays the limit.
@@ -194,6 +199,10 @@ class ReadPlanner:
         self._rates: dict[str, float] = {}
         self._prior_key: tuple[int, int] | None = None
         self._prior: RatePrior | None = None
+        # False: the rates' spread is refitted by the caller, outside its lock (`pending_fit`),
+        # and meanwhile the last fit serves.
+        self.fit_inline = fit_inline
+        self._fit_checked: tuple[int, int] | None = None
 
     # -- the day's shape --------------------------------------------------------------
 
@@ -374,8 +383,27 @@ class ReadPlanner:
         key = (self.rates.version, self._rows_version)
         if self._prior is None or self._prior_key != key:
             self._prior_key = key
-            self._prior = self.rates.prior({name: r.rows for name, r in self._rooms.items()})
+            self._prior = self.rates.prior(self._sizes(), fit=self.fit_inline)
         return self._prior
+
+    def _sizes(self) -> dict[str, int | None]:
+        return {name: r.rows for name, r in self._rooms.items()}
+
+    def pending_fit(self) -> PendingFit | None:
+        """A refit of the rates' spread, when one has become due since the last look, to run
+        outside the caller's lock (`PendingFit.run`) and hand back to `install_fit`."""
+        key = (self.rates.version, self._rows_version)
+        if key == self._fit_checked:
+            return None
+        self._fit_checked = key
+        return self.rates.prepare(self._sizes())
+
+    def install_fit(self, job: PendingFit) -> None:
+        """Take a refit that has run: every rate is worked out again under it."""
+        before = self._prior
+        if self.rates.install(job) is not before:
+            self._prior_key = self._rates_key = self._mean = None
+            self._version += 1
 
     def bound(self, now: datetime | None = None) -> float:
         """Seconds no part of any room's window goes unread for longer (in the steady
