@@ -10,6 +10,7 @@ import contextlib
 import csv
 import io
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,38 @@ def test_reconcile_creates_each_way_and_prints_a_summary_per_room(world: World, 
     status, out, _ = syncd(world, capsys, "reconcile")
     assert status == 0 and world.write_calls() == calls
     assert "Ultimo 0 created, 0 moved, 0 cancelled" in line_for(out, C25)
+
+
+def test_each_rooms_call_counts_are_its_own_while_another_room_syncs_beside_it(world: World) -> None:
+    """The service syncs several rooms at once over one Ultimo client and one calendar: the
+    calls a room's cycle reports (its log line, the reconcile summary) are the ones it made,
+    so the rooms' counts add up to the calls made."""
+    world.ews.book(C25, subject="Team sync", start=at(1, 9), end=at(1, 10))
+    world.ultimo.reserve("D-12", at(2, 14), at(2, 15), description="Facility inspection")
+    sync = world.engine()
+    first, beside = sync.rooms
+    results = {}
+    real = sync.ultimo.get_reservations
+
+    def get_reservations(*args: Any, **kw: Any) -> Any:
+        # The first room's first read: the other room syncs, start to end, in another thread.
+        if not results:
+            results[beside.mailbox] = None
+            other = threading.Thread(target=lambda: results.update({beside.mailbox: sync.sync_room(beside)}))
+            other.start()
+            other.join(60)
+            assert not other.is_alive()
+        return real(*args, **kw)
+
+    sync.ultimo.get_reservations = get_reservations     # on the wrapper: the client is shared
+    ultimo0, calendar0 = sync.ultimo._inner.calls, sync.calendar.calls
+    results[first.mailbox] = sync.sync_room(first)
+    mine, theirs = results[first.mailbox], results[beside.mailbox]
+    assert not mine.errors and not theirs.errors
+    assert mine.ultimo_calls >= 2 and theirs.ultimo_calls >= 1         # a read and a create; a read
+    assert mine.ultimo_calls + theirs.ultimo_calls == sync.ultimo._inner.calls - ultimo0
+    assert mine.calendar_calls >= 1 and theirs.calendar_calls >= 2     # a read; a read and a create
+    assert mine.calendar_calls + theirs.calendar_calls == sync.calendar.calls - calendar0
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(world: World, capsys) -> None:

@@ -80,11 +80,18 @@ class RoomResult:
 
 
 class CountingCalendar:
-    """Wraps a RoomCalendar and counts the requests made through it (one per method call)."""
+    """Wraps a RoomCalendar and counts the requests made through it (one per method call):
+    `calls` in all, `calls_here()` in the calling thread (a room's sync counts its own
+    while other rooms' run beside it)."""
 
     def __init__(self, inner: RoomCalendar) -> None:
         self.inner = inner
         self.calls = 0
+        self._lock = threading.Lock()
+        self._here = threading.local()
+
+    def calls_here(self) -> int:
+        return int(getattr(self._here, "calls", 0))
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
@@ -92,7 +99,9 @@ class CountingCalendar:
             return attr
 
         def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
+            with self._lock:
+                self.calls += 1
+            self._here.calls = self.calls_here() + 1
             return attr(*args, **kwargs)
 
         return counted
@@ -179,7 +188,8 @@ class SyncEngine:
         the whole sync window. Nothing is concluded about reservations outside it."""
         with self._room_locks[room.mailbox]:
             started = time.monotonic()
-            cal0, ult0 = self.calendar.calls, self.ultimo.calls
+            # This thread's calls only: the service syncs other rooms beside this one.
+            cal0, ult0 = self.calendar.calls_here(), self.ultimo.calls_here()
             result = RoomResult(room)
             try:
                 self._sync(room, result, read_exchange=read_exchange, read_ultimo=read_ultimo, dry_run=dry_run,
@@ -187,8 +197,8 @@ class SyncEngine:
             except SyncdError as e:
                 result.errors.append(str(e))
                 self._note_failure(result, e)
-            result.calendar_calls = self.calendar.calls - cal0
-            result.ultimo_calls = self.ultimo.calls - ult0
+            result.calendar_calls = self.calendar.calls_here() - cal0
+            result.ultimo_calls = self.ultimo.calls_here() - ult0
             result.seconds = time.monotonic() - started
             if not dry_run:
                 self._record(room, result)

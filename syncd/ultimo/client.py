@@ -94,7 +94,8 @@ class _Retry(Exception):
 
 class UltimoClient:
     """One connection pool to one Ultimo environment. Thread-safe as httpx.Client is;
-    `calls` counts the HTTP attempts it made."""
+    `calls` counts the HTTP attempts it made, `calls_here()` those made in the calling
+    thread (a room's sync counts its own while other rooms' run beside it)."""
 
     def __init__(
         self,
@@ -115,6 +116,7 @@ class UltimoClient:
         self.calls = 0
         self.profiles = ReadProfiles(cfg.page_limit)
         self._calls_lock = threading.Lock()
+        self._here = threading.local()
         self._sleep = sleep
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -165,6 +167,10 @@ class UltimoClient:
         (unknown or already cancelled, as Ultimo answers it) or another UltimoError."""
         payload = self._call(wire.CANCEL, wire.cancel_body(ultimo_id))
         wire.check_empty_ok(payload, wire.CANCEL)
+
+    def calls_here(self) -> int:
+        """The HTTP attempts this client has made in the calling thread."""
+        return int(getattr(self._here, "calls", 0))
 
     def get_reservations(self, space_id: str, window: TimeWindow) -> list[Reservation]:
         """Every live reservation of `space_id` Ultimo returns for `window`, de-duplicated.
@@ -246,6 +252,7 @@ class UltimoClient:
             self.budget.spend(1)
             with self._calls_lock:
                 self.calls += 1
+            self._here.calls = self.calls_here() + 1
             started = time.monotonic()
             try:
                 response = self._http.post(url, content=content, headers=headers)
