@@ -53,7 +53,8 @@ bench: $(STAMP)
 
 # The crash-and-fault campaign against the real syncd process (benchmarks/chaos.py):
 # CHAOS=short (a few minutes, run by CI) or CHAOS=long (300+ kills, 20+ fault schedules);
-# e.g. make chaos CHAOS=long CHAOS_ARGS="--seed 7 --time-limit 5400"
+# e.g. make chaos CHAOS=long CHAOS_ARGS="--seed 7 --time-limit 5400"; syncd on Microsoft
+# Graph: CHAOS_ARGS="--backend graph"
 CHAOS ?= short
 chaos: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py --mode $(CHAOS) $(CHAOS_ARGS)

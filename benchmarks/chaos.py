@@ -3,18 +3,21 @@
     python benchmarks/chaos.py --mode short            # CI: a few minutes
     python benchmarks/chaos.py --mode long --seed 7    # 300+ kills, 20+ fault schedules
     make chaos CHAOS=long CHAOS_ARGS="--seed 7 --time-limit 3600"
+    python benchmarks/chaos.py --backend graph         # syncd on Microsoft Graph
 
 Each run is a fresh world (benchmarks/chaos_world.py: both sandboxes on loopback, three
 rooms, a SQLite database, people who book, move and cancel). A run has two phases:
 
 1. kills: people edit, a `syncd reconcile` process starts and is killed with SIGKILL,
    either once a write (Create/Update/Cancel in Ultimo, CreateItem/UpdateItem/DeleteItem
-   in EWS) was performed and its answer is held back by the sandbox, or at a random
-   instant of the pass; then faults stop and passes run until both sides agree.
-2. fault schedules: a fifth of all calls fail on each side (errors before the work,
-   answers lost after it: connection reset, timeout, 5xx; answers from the malformed
-   corpus, syncd/sandbox/corpus.py) while people keep editing during the passes; then
+   in EWS, or with `--backend graph` the POST, PATCH or DELETE of an event) was performed
+   and its answer is held back by the sandbox, or at a random instant of the pass; then
    faults stop and passes run until both sides agree.
+2. fault schedules: a fifth of all calls fail on each side (errors before the work,
+   answers lost after it: connection reset, timeout, 5xx; on Graph also 429 with
+   Retry-After, a refused token, a lost delta round; answers from the malformed corpus,
+   syncd/sandbox/corpus.py, for Ultimo and EWS) while people keep editing during the
+   passes; then faults stop and passes run until both sides agree.
 
 Printed per run and in total: kills (and how many landed during writes, how many with an
 answer held), duplicates ever created (from the sandboxes' journals: cancelled and
@@ -49,6 +52,8 @@ ULTIMO_RANDOM = ("http500", "http503", "html", "drop", "garbage", "http429",
                  "drop_after", "slow", "http500_after", "http503_after")
 EWS_RANDOM = ("server_busy", "http500", "http503", "drop", "drop_after", "slow_after", "http500_after",
               "http503_after")
+GRAPH_RANDOM = ("http429", "http503", "http504", "http401", "drop", "garbage", "sync_state_not_found",
+                "lost_answer", "slow")
 CORPUS_PER_SCHEDULE = 4
 MAX_PASSES = 6
 _ULTIMO_CALL = {"get": "REST_GetReservationsForSpace", "create": "REST_CreateReservation",
@@ -95,9 +100,10 @@ class Figures:
 
 class Campaign:
     def __init__(self, seed: int, mode: str, deadline: float, verbose: bool, series: bool = False,
-                 kills: int | None = None, schedules: int | None = None) -> None:
+                 kills: int | None = None, schedules: int | None = None, backend: str = "ews") -> None:
         self.rng = random.Random(seed)
         self.series = series
+        self.backend = backend
         _, mode_kills, mode_schedules, self.passes = MODES[mode]
         self.kills = mode_kills if kills is None else kills
         self.schedules = mode_schedules if schedules is None else schedules
@@ -112,7 +118,7 @@ class Campaign:
 
     def run(self, number: int) -> Figures:
         kills, schedules, passes = self.kills, self.schedules, self.passes
-        world = World(random.Random(self.rng.random()), series=self.series)
+        world = World(random.Random(self.rng.random()), series=self.series, backend=self.backend)
         figures = Figures()
         try:
             for _ in range(6):
@@ -149,12 +155,12 @@ class Campaign:
             if op in ULTIMO_WRITES:
                 world.ultimo.inject("hold", workflow=op, hold=hold)
             else:
-                world.ews.inject("hold", op=op, hold=hold)
+                world.hold_calendar_write(op, hold)
             result = world.reconcile(hold=hold)
         else:
             result = world.reconcile(kill_in_writes=self.rng.uniform(0.0, 1.0))
         world.ultimo.faults.clear()
-        world.ews.faults.clear()
+        world.calendar_faults().clear()
         self.tally(result, figures)
         if result.status is None:
             figures.kills += 1
@@ -169,11 +175,15 @@ class Campaign:
         figures.schedules += 1
         seed = self.rng.randrange(2**32)
         world.ultimo.faults.randomly(0.2, ULTIMO_RANDOM, seed=seed, delay=3.0)
-        world.ews.faults.randomly(0.2, EWS_RANDOM, seed=seed + 1, delay=3.0, back_off_ms=100)
+        if world.graph is not None:
+            world.graph.faults.randomly(0.2, GRAPH_RANDOM, seed=seed + 1, delay=3.0, retry_after=1)
+        else:
+            world.ews.faults.randomly(0.2, EWS_RANDOM, seed=seed + 1, delay=3.0, back_off_ms=100)
         for entry in self.corpus_entries("ultimo", corpus.ULTIMO):
             world.ultimo.inject("answer_after", workflow=_ULTIMO_CALL[entry.call], answer=entry.response())
-        for entry in self.corpus_entries("ews", corpus.EWS):
-            world.ews.inject("answer_after", op=entry.call, answer=entry.response())
+        if world.graph is None:      # the malformed corpus's calendar answers are EWS ones
+            for entry in self.corpus_entries("ews", corpus.EWS):
+                world.ews.inject("answer_after", op=entry.call, answer=entry.response())
         stop = threading.Event()
 
         def people() -> None:
@@ -191,7 +201,7 @@ class Campaign:
             stop.set()
             editor.join()
             world.ultimo.faults.clear()
-            world.ews.faults.clear()
+            world.calendar_faults().clear()
 
     def corpus_entries(self, side: str, entries: tuple[corpus.Malformed, ...]) -> list[corpus.Malformed]:
         start = self.corpus_next[side]
@@ -243,14 +253,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedules", type=int, default=None, help="fault schedules per run (default by mode)")
     parser.add_argument("--series", action="store_true",
                         help="people also book daily series in Exchange, move and delete single occurrences")
+    parser.add_argument("--backend", choices=("ews", "graph"), default="ews",
+                        help="the calendar protocol syncd talks (graph: to the Graph sandbox, which shares "
+                             "the EWS sandbox's store)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every pass")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     limit = args.time_limit if args.time_limit is not None else (240 if args.mode == "short" else 5400)
     runs = args.runs if args.runs is not None else MODES[args.mode][0]
     began = time.monotonic()
-    campaign = Campaign(seed, args.mode, began + limit, args.verbose, args.series, args.kills, args.schedules)
-    print(f"chaos: {args.mode} campaign, seed {seed}, {runs} runs, time limit {limit:g}s", flush=True)
+    campaign = Campaign(seed, args.mode, began + limit, args.verbose, args.series, args.kills, args.schedules,
+                        backend=args.backend)
+    print(f"chaos: {args.mode} campaign on {args.backend.upper() if args.backend == 'ews' else 'Graph'}, "
+          f"seed {seed}, {runs} runs, time limit {limit:g}s", flush=True)
     total = Figures()
     for number in range(1, runs + 1):
         if time.monotonic() > campaign.deadline:

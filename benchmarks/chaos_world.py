@@ -1,6 +1,9 @@
 """The crash-and-fault campaign's world: both sandboxes, the rooms, the people who keep
 editing, the real `syncd` process, and the checks that read both sandboxes' journals.
 
+With backend "graph", syncd talks Microsoft Graph to the Graph sandbox, whose store the EWS
+sandbox serves as well: people still act through EWS, the journals are the same store's.
+
 Used by benchmarks/chaos.py; see there for what the campaign does and prints.
 
 People book, move and cancel only what they made themselves (meetings in Exchange,
@@ -31,6 +34,7 @@ import yaml
 
 from syncd.core.model import external_id_for, stamp_for_reservation
 from syncd.sandbox.ews.server import EwsSandbox, Recurrence
+from syncd.sandbox.graph.server import GraphSandbox
 from syncd.sandbox.ultimo.server import UltimoSandbox
 from syncd.store.db import make_engine, upgrade
 
@@ -40,6 +44,10 @@ ROOMS = (("room.c25@example.com", "C-25"), ("room.d12@example.com", "D-12"), ("r
 STAMP = "SyncdBookingId"
 ULTIMO_WRITES = ("REST_CreateReservation", "REST_UpdateReservation", "REST_CancelReservation")
 EWS_WRITES = ("CreateItem", "UpdateItem", "DeleteItem")
+# The Graph request for each EWS write (what syncd sends when it talks Graph).
+GRAPH_WRITE = {"CreateItem": "events.create", "UpdateItem": "event.update", "DeleteItem": "event.delete"}
+GRAPH_WRITES = (*GRAPH_WRITE.values(), "event.decline")
+GRAPH_APP, GRAPH_SECRET = "0c1f5a7e-6d2b-4f3a-8e9c-7b6a5d4c3b2a", "chaos-Graph~secret"
 SLOT_HOURS = (8, 10, 12, 14, 16, 18)   # one hour each, two apart: buffers never touch
 SYNCD = Path(sys.executable).with_name("syncd")
 
@@ -93,12 +101,18 @@ class Pass:
 class World:
     """Both sandboxes with the rooms, a configuration file and a migrated SQLite database."""
 
-    def __init__(self, rng: random.Random, *, series: bool = False) -> None:
+    def __init__(self, rng: random.Random, *, series: bool = False, backend: str = "ews") -> None:
         self.rng = rng
         self.series = series
+        self.backend = backend
         self.folder = Path(tempfile.mkdtemp(prefix="syncd-chaos-"))
         self.ultimo = UltimoSandbox(api_keys=(API_KEY,), rate_limit=10**9, daily_limit=10**9).start()
-        self.ews = EwsSandbox(users={USER: PASSWORD}, auth="basic").start()
+        self.graph: GraphSandbox | None = None
+        if backend == "graph":
+            self.graph = GraphSandbox(timezone=str(ZONE)).start()
+            self.graph.register_app(GRAPH_APP, secret=GRAPH_SECRET)
+        self.ews = EwsSandbox(users={USER: PASSWORD}, auth="basic",
+                              store=self.graph.store if self.graph is not None else None).start()
         for mailbox, space in ROOMS:
             self.ultimo.add_space(space, preparation_minutes=10, cleanup_minutes=10)
             self.ews.add_mailbox(mailbox)
@@ -119,14 +133,22 @@ class World:
                 self._book(mailbox, space, side, anchor=True)
 
     def _config(self, db: Path) -> dict[str, Any]:
+        calendar: dict[str, Any] = {"backend": "ews", "ews": {
+            "endpoint": self.ews.url, "auth": "basic", "username": USER, "password": PASSWORD,
+            "access": "impersonation", "server_version": "15.1.2507.6", "timeout_seconds": 2,
+            "throttle_max_wait_seconds": 0.5}}
+        if self.graph is not None:
+            calendar = {"backend": "graph", "graph": {
+                "tenant_id": self.graph.tenant_id, "client_id": GRAPH_APP, "client_secret": GRAPH_SECRET,
+                "authority": self.graph.url, "graph_url": f"{self.graph.graph_url}/v1.0",
+                "ca_file": self.graph.ca_file, "timeout_seconds": 2,
+                # Retry-After comes in whole seconds: one back-off of a second fits, not two.
+                "throttle_max_wait_seconds": 1.5}}
         return {
             "database": {"url": f"sqlite:///{db}"},
             "ultimo": {"base_url": self.ultimo.url, "api_key": API_KEY, "timezone": "Europe/Amsterdam",
                        "daily_call_budget": 10000, "calls_per_10s": 100, "max_retries": 1, "timeout_seconds": 2},
-            "calendar": {"backend": "ews", "ews": {
-                "endpoint": self.ews.url, "auth": "basic", "username": USER, "password": PASSWORD,
-                "access": "impersonation", "server_version": "15.1.2507.6", "timeout_seconds": 2,
-                "throttle_max_wait_seconds": 0.5}},
+            "calendar": calendar,
             "rooms": [{"mailbox": m, "space_id": s} for m, s in ROOMS],
             "applicants": {"default": "ULTIMO", "by_email": {"alice@example.com": "00042"}},
             "sync": {"interval_seconds": 60, "past_days": 1, "future_days": 14},
@@ -137,6 +159,8 @@ class World:
         """Stop the sandboxes; the run's folder is removed unless `keep`."""
         self.ultimo.stop()
         self.ews.stop()
+        if self.graph is not None:
+            self.graph.stop()
         if not keep:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -233,7 +257,21 @@ class World:
     # --- syncd ---------------------------------------------------------------------------
 
     def writes(self) -> int:
-        return sum(self.ultimo.calls(w) for w in ULTIMO_WRITES) + sum(self.ews.calls(op=o) for o in EWS_WRITES)
+        ultimo = sum(self.ultimo.calls(w) for w in ULTIMO_WRITES)
+        if self.graph is not None:
+            return ultimo + sum(self.graph.calls(op=o) for o in GRAPH_WRITES)
+        return ultimo + sum(self.ews.calls(op=o) for o in EWS_WRITES)
+
+    def calendar_faults(self) -> Any:
+        """The fault queue of the calendar server syncd talks to."""
+        return self.graph.faults if self.graph is not None else self.ews.faults
+
+    def hold_calendar_write(self, op: str, hold: Any) -> None:
+        """Hold back the answer of syncd's next calendar write `op` (an EWS operation name)."""
+        if self.graph is not None:
+            self.graph.inject("hold", op=GRAPH_WRITE[op], hold=hold)
+        else:
+            self.ews.inject("hold", op=op, hold=hold)
 
     def start_syncd(self) -> subprocess.Popen[str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

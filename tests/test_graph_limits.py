@@ -12,6 +12,7 @@ from test_graph_sandbox import APP, OTHER, PREFER, ROOM, SECRET, WINDOW, new_eve
 
 from syncd.sandbox.graph.server import GraphOptions, GraphSandbox
 from syncd.sandbox.graph.tls import client_certificate
+from syncd.sandbox.httpbase import Hold
 
 
 @pytest.fixture
@@ -144,6 +145,49 @@ def test_a_slow_answer_times_the_client_out_though_the_work_was_done(graph: Grap
                 "start": {"dateTime": "2026-12-10T10:00:00", "timeZone": "UTC"},
                 "end": {"dateTime": "2026-12-10T11:00:00", "timeZone": "UTC"}})
     assert [i["subject"] for i in graph.items(ROOM)] == ["slow"]
+
+
+def test_a_held_answer_comes_after_the_work_and_only_once_released(graph: GraphSandbox,
+                                                                   client: httpx.Client) -> None:
+    """The crash campaign's hold: the event is made, its answer kept back until released,
+    then the connection closes unanswered (the client was to be killed meanwhile)."""
+    hold = Hold(drop=True)
+    graph.inject("hold", op="events.create", hold=hold)
+    outcome: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            new_event(client, transactionId="intent-1")
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=create)
+    caller.start()
+    assert hold.reached.wait(10)
+    assert len(graph.items(ROOM)) == 1 and caller.is_alive()        # made, unanswered
+    hold.release()
+    caller.join(10)
+    assert isinstance(outcome[0], httpx.RemoteProtocolError)
+    with pytest.raises(ValueError, match="takes a Hold"):
+        graph.inject("hold", op="events.create")
+
+
+def test_random_faults_fail_a_share_of_calendar_requests_until_cleared(graph: GraphSandbox,
+                                                                      client: httpx.Client) -> None:
+    graph.faults.randomly(0.5, ("http503", "lost_answer"), seed=3, retry_after=0)
+    codes = []
+    for _ in range(60):
+        try:
+            codes.append(client.get("/calendar").status_code)
+        except httpx.RemoteProtocolError:
+            codes.append(0)                                         # answer lost after the work
+    assert 15 <= codes.count(503) + codes.count(0) <= 45 and codes.count(503) and codes.count(0)
+    assert set(codes) <= {200, 503, 0}
+    token(graph)                                                    # the token endpoint is spared
+    graph.faults.clear()
+    assert all(client.get("/calendar").status_code == 200 for _ in range(10))
+    with pytest.raises(ValueError, match="random faults"):
+        graph.faults.randomly(0.2, ("hold",))
 
 
 def test_the_request_log_names_mailbox_and_auth_but_never_the_token(graph: GraphSandbox,

@@ -12,7 +12,13 @@ Fault kinds (`GraphSandbox.inject`), each for the next `count` requests matching
 - ``drop``: the connection closes without an answer, nothing done;
 - ``slow``: the request is carried out and answered after ``delay`` seconds (a client timeout);
 - ``lost_answer``: the request is carried out, then the connection closes without an answer;
+- ``hold``: the request is carried out and its answer held back until the given
+  `httpbase.Hold` is released (then sent, or with ``drop`` the connection closed): the crash
+  campaign kills syncd in between;
 - ``garbage``: 200 with a body that is not JSON.
+
+`Faults.randomly` also fails a share of the calendar requests no queued fault applies to
+(the crash campaign's fault schedules).
 
 Operation names (for `op`, and in the request log): ``token``, ``discovery``, ``calendar``,
 ``calendarView``, ``delta``, ``events.list``, ``events.create``, ``event.get``, ``event.update``,
@@ -23,19 +29,20 @@ Operation names (for `op`, and in the request log): ``token``, ``discovery``, ``
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..httpbase import Response, drop_connection, garbage_response, json_response
+from ..httpbase import Hold, Response, drop_connection, garbage_response, json_response
 
 __all__ = ["AFTER_WORK", "Budget", "Call", "DATA_FAULTS", "FAULT_KINDS", "Faults", "InjectedFault", "throttled"]
 
 RESPONSE_FAULTS = ("sync_state_not_found", "http429", "http503", "http504", "http401", "drop", "lost_answer",
-                   "garbage", "slow")
-AFTER_WORK = ("lost_answer", "slow")      # applied to the answer of a request that was carried out
+                   "garbage", "slow", "hold")
+AFTER_WORK = ("lost_answer", "slow", "hold")   # applied to the answer of a request that was carried out
 DATA_FAULTS = ("duplicate_id", "tombstone_without_type")
 FAULT_KINDS = RESPONSE_FAULTS + DATA_FAULTS
 
@@ -48,6 +55,7 @@ class InjectedFault:
     mailbox: str | None
     retry_after: float | None
     delay: float = 0.0
+    hold: Hold | None = None
 
 
 class Faults:
@@ -56,18 +64,34 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: list[InjectedFault] = []
+        self._random: tuple[float, tuple[str, ...], random.Random, float | None, float] | None = None
 
     def add(self, kind: str, count: int, op: str | None, mailbox: str | None, retry_after: float | None,
-            delay: float = 0.0) -> None:
+            delay: float = 0.0, hold: Hold | None = None) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
         if count < 1:
             raise ValueError("count must be at least 1")
         if kind in DATA_FAULTS and op not in (None, "delta"):
             raise ValueError(f"{kind} applies to delta answers only")
+        if (kind == "hold") != (hold is not None):
+            raise ValueError("a hold fault takes a Hold, and only it does")
         with self._lock:
             self._items.append(InjectedFault(kind, count, op, mailbox.lower() if mailbox else None, retry_after,
-                                             delay))
+                                             delay, hold))
+
+    def randomly(self, rate: float, kinds: tuple[str, ...], *, seed: int | None = None,
+                 retry_after: float | None = 1.0, delay: float = 5.0) -> None:
+        """From now on fail a `rate` share of the calendar requests (not the token's) no
+        queued fault applies to, each as one of `kinds` (response faults other than hold),
+        reproducibly with `seed`; rate 0 stops."""
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be between 0 and 1")
+        wrong = [k for k in kinds if k not in RESPONSE_FAULTS or k == "hold"]
+        if wrong or (rate and not kinds):
+            raise ValueError(f"random faults must be some of {RESPONSE_FAULTS} but hold, not {wrong or 'none'}")
+        with self._lock:
+            self._random = (rate, tuple(kinds), random.Random(seed), retry_after, delay) if rate else None
 
     def take(self, op: str, mailbox: str | None, kinds: tuple[str, ...]) -> InjectedFault | None:
         with self._lock:
@@ -81,6 +105,13 @@ class Faults:
                     if item.remaining == 0:
                         self._items.remove(item)
                     return item
+            if self._random is not None and mailbox is not None:
+                # Asked once before the work and once after: each time for the kinds of that
+                # moment, at their share of the rate.
+                rate, chosen, rng, retry_after, delay = self._random
+                here = [k for k in chosen if k in kinds]
+                if here and rng.random() < rate * len(here) / len(chosen):
+                    return InjectedFault(rng.choice(here), 1, op, mailbox, retry_after, delay)
         return None
 
     def pending(self) -> int:
@@ -88,8 +119,10 @@ class Faults:
             return sum(i.remaining for i in self._items)
 
     def clear(self) -> None:
+        """Forget queued faults and stop random ones."""
         with self._lock:
             self._items.clear()
+            self._random = None
 
 
 def throttled(status: int, code: str, message: str, retry_after: float | None) -> Response:

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 from cryptography import x509
 
 from ..ews.store import Store, StoreError
-from ..httpbase import LoopbackServer, Request, Response, drop_connection
+from ..httpbase import Hold, LoopbackServer, Request, Response, drop_connection
 from .api import Api, GraphError, GraphOptions, error
 from .auth import App, Identity
 from .limits import AFTER_WORK, RESPONSE_FAULTS, Budget, Call, Faults, fault_response, throttled
@@ -175,9 +175,10 @@ class GraphSandbox(People):
     # --- faults and the request log ------------------------------------------------------------
 
     def inject(self, kind: str, *, count: int = 1, op: str | None = None, mailbox: str | None = None,
-               retry_after: float | None = 1.0, delay: float = 5.0) -> None:
-        """Queue a fault (see `limits` for the kinds and operation names); `delay` is for `slow`."""
-        self.faults.add(kind, count, op, mailbox, retry_after, delay)
+               retry_after: float | None = 1.0, delay: float = 5.0, hold: Hold | None = None) -> None:
+        """Queue a fault (see `limits` for the kinds and operation names); `delay` is for `slow`,
+        `hold` for `hold`."""
+        self.faults.add(kind, count, op, mailbox, retry_after, delay, hold)
 
     def set_budget(self, limit: int | None, window: float = 600.0) -> None:
         """At most `limit` requests per `window` seconds per app and mailbox (None: no limit)."""
@@ -273,7 +274,9 @@ class GraphSandbox(People):
             after = self.faults.take(op, mailbox, AFTER_WORK)
             if after is not None and after.kind == "lost_answer":
                 return drop_connection()
-            if after is not None:
+            if after is not None and after.kind == "hold":
+                response.hold = after.hold
+            elif after is not None:
                 response.delay = after.delay
             return response
         finally:
