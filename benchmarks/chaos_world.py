@@ -104,7 +104,6 @@ class World:
     def __init__(self, rng: random.Random, *, series: bool = False, backend: str = "ews") -> None:
         self.rng = rng
         self.series = series
-        self.backend = backend
         self.folder = Path(tempfile.mkdtemp(prefix="syncd-chaos-"))
         self.ultimo = UltimoSandbox(api_keys=(API_KEY,), rate_limit=10**9, daily_limit=10**9).start()
         self.graph: GraphSandbox | None = None
