@@ -2,8 +2,8 @@
 count loaded, the spread and how far size predicts fitted from scratch), which the service
 makes before its room jobs start, and a refit once a tenth of the rooms have been read
 again, which the room job whose read called for it makes outside the pacer's lock (the
-others go on meanwhile with the last fit). Estates of rooms of the simulation's sizes, a fifth of
-them busy, three days of counts each. Prints figures; asserts nothing.
+others go on meanwhile with the last fit). Estates of rooms of the simulation's sizes, a
+fifth of them busy, three days of counts each. Prints figures; asserts nothing.
 
     python benchmarks/rates_fit.py [--rooms 200 1000 5000] [--repeat 3]
 """

@@ -331,7 +331,8 @@ def test_a_refit_of_the_learned_rates_does_not_hold_up_other_room_jobs(monkeypat
     grant = pacer.claim("a")
     assert grant is not None
     pacer.done(grant, ok=True, rows=50, found=0)
-    first = pacer.planner.rates.prior({"a": 50, "b": None}, fit=False)
+    first = pacer.planner.rates.last_fit
+    assert first is not None                       # made with the first claim
 
     fitting, release = threading.Event(), threading.Event()
     real = rates_module._fit_spread
@@ -362,11 +363,12 @@ def test_a_refit_of_the_learned_rates_does_not_hold_up_other_room_jobs(monkeypat
         job.join(10)
         assert not job.is_alive(), "another room job waited for the refit"
         assert isinstance(others["claim"], ReadGrant) and others["claim"].room == "b"
-        assert pacer.planner.rates.prior({}, fit=False) is first
+        assert pacer.planner.rates.last_fit is first
     finally:
         release.set()
         reader.join(10)
-    assert pacer.planner.rates.prior({}, fit=False).serial == first.serial + 1
+    last = pacer.planner.rates.last_fit
+    assert last is not None and last.serial == first.serial + 1
 
 
 # --- the property ---------------------------------------------------------------------------

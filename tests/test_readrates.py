@@ -173,7 +173,7 @@ def test_a_fit_prepared_and_run_apart_is_the_fit_made_in_place():
         assert apart.install(job) == in_place.prior(sizes)
         assert in_place.prior(sizes).serial == step + 1
         assert apart.prepare(sizes) is None                 # nothing new: no fit due
-        assert apart.prior(sizes, fit=False) is apart.prior(sizes)
+        assert apart.last_fit is apart.prior(sizes)
         for rates in (in_place, apart):
             rates.observe("r0", 12 + step, DAY, (3 + step) * DAY)
 
@@ -185,7 +185,7 @@ def test_what_is_counted_while_a_fit_runs_is_kept_for_the_next():
     job = rates.prepare(sizes)
     assert job is not None
     rates.observe("r4", 10, DAY, 3 * DAY)               # found while it runs
-    assert rates.prior(sizes, fit=False) is first       # the last fit serves meanwhile
+    assert rates.last_fit is first                     # the last fit serves meanwhile
     job.run()
     second = rates.install(job)
     assert second.serial == first.serial + 1 and second.found == job.found

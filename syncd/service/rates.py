@@ -236,13 +236,16 @@ class ChangeRates:
             den += st.exposure * _size(sizes.get(room), beta)
         return num / den if den > 0 else self.default_kappa
 
-    def prior(self, sizes: dict[str, int | None], *, fit: bool = True) -> RatePrior:
+    @property
+    def last_fit(self) -> RatePrior | None:
+        """The spread as last fitted (None: never), due for a refit or not."""
+        return self._prior
+
+    def prior(self, sizes: dict[str, int | None]) -> RatePrior:
         """How rooms' rates spread around what their sizes predict, learned from every
         room's counts (see the module docstring); fitted again once enough is new (`due`).
-        Between fits a read moves only its own room's rate. With `fit` False the last fit
-        is given even when another is due (its caller fits elsewhere: `prepare`); the first
-        is made here all the same."""
-        job = self.prepare(sizes) if fit or self._prior is None else None
+        Between fits a read moves only its own room's rate."""
+        job = self.prepare(sizes)
         if job is None:
             assert self._prior is not None
             return self._prior
@@ -253,14 +256,18 @@ class ChangeRates:
         """Whether the spread is to be fitted again: nothing fitted yet, counts loaded since,
         other sizes, a change found for every fiftieth already counted (at least one), or a
         read of as many rooms as there are."""
+        return self._due(sizes, sum(_size(rows) for rows in sizes.values()))
+
+    def _due(self, sizes: dict[str, int | None], total: float) -> bool:
         fit = self._prior
-        return fit is None or not self._settled or fit.total != sum(_size(rows) for rows in sizes.values()) \
+        return fit is None or not self._settled or fit.total != total \
             or self._new_found >= max(1.0, 0.02 * fit.found) or self._new_reads >= max(10, len(sizes))
 
     def prepare(self, sizes: dict[str, int | None]) -> PendingFit | None:
         """A fit of the spread from the counts as they are now, when one is due (None
         otherwise): its `run` may go on outside the caller's lock, `install` takes it."""
-        if not self.due(sizes):
+        total = sum(_size(rows) for rows in sizes.values())
+        if not self._due(sizes, total):
             return None
         fit = self._prior
         found = sum(st.changes for st in self._rooms.values() if st.exposure > 0)
@@ -270,9 +277,8 @@ class ChangeRates:
             rows = [(st.changes, kappa * _size(sizes.get(room), beta) * st.exposure)
                     for room, st in self._rooms.items() if st.exposure > 0]
             tries.append((beta, kappa, rows, self._by_beta.get(beta)))
-        return PendingFit(sum(_size(rows) for rows in sizes.values()), found, fit is None or not self._settled,
-                          tries, self._base, self.base_rooms, fit.serial if fit else 0, self._new_found,
-                          self._new_reads, self._loads)
+        return PendingFit(total, found, fit is None or not self._settled, tries, self._base, self.base_rooms,
+                          fit.serial if fit else 0, self._new_found, self._new_reads, self._loads)
 
     def install(self, job: PendingFit) -> RatePrior:
         """Take a fit that has run (`PendingFit.run`); what was counted meanwhile is kept for

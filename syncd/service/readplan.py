@@ -383,7 +383,9 @@ class ReadPlanner:
         key = (self.rates.version, self._rows_version)
         if self._prior is None or self._prior_key != key:
             self._prior_key = key
-            self._prior = self.rates.prior(self._sizes(), fit=self.fit_inline)
+            # Fitted by the caller (`pending_fit`): the last fit serves; the first is made here.
+            last = None if self.fit_inline else self.rates.last_fit
+            self._prior = last if last is not None else self.rates.prior(self._sizes())
         return self._prior
 
     def _sizes(self) -> dict[str, int | None]:
