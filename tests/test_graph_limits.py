@@ -12,7 +12,7 @@ from test_graph_sandbox import APP, OTHER, PREFER, ROOM, SECRET, WINDOW, new_eve
 
 from syncd.sandbox.graph.server import GraphOptions, GraphSandbox
 from syncd.sandbox.graph.tls import client_certificate
-from syncd.sandbox.httpbase import Hold
+from syncd.sandbox.httpbase import Hold, Response
 
 
 @pytest.fixture
@@ -170,6 +170,19 @@ def test_a_held_answer_comes_after_the_work_and_only_once_released(graph: GraphS
     assert isinstance(outcome[0], httpx.RemoteProtocolError)
     with pytest.raises(ValueError, match="takes a Hold"):
         graph.inject("hold", op="events.create")
+
+
+def test_a_given_answer_comes_after_the_work(graph: GraphSandbox, client: httpx.Client) -> None:
+    """The malformed corpus's fault: the event is made, then the answer given is sent instead."""
+    graph.inject("answer_after", op="events.create", answer=Response(201, b"<html>made?</html>"))
+    answer = new_event(client, transactionId="intent-1")
+    assert (answer.status_code, answer.content) == (201, b"<html>made?</html>")
+    assert len(graph.items(ROOM)) == 1
+    assert new_event(client, transactionId="intent-2").json()["subject"]      # one request only
+    with pytest.raises(ValueError, match="takes an answer"):
+        graph.inject("answer_after", op="events.create")
+    with pytest.raises(ValueError, match="random faults"):
+        graph.faults.randomly(0.2, ("answer_after",))
 
 
 def test_random_faults_fail_a_share_of_calendar_requests_until_cleared(graph: GraphSandbox,

@@ -15,7 +15,9 @@ Fault kinds (`GraphSandbox.inject`), each for the next `count` requests matching
 - ``hold``: the request is carried out and its answer held back until the given
   `httpbase.Hold` is released (then sent, or with ``drop`` the connection closed): the crash
   campaign kills syncd in between;
-- ``garbage``: 200 with a body that is not JSON.
+- ``garbage``: 200 with a body that is not JSON;
+- ``answer_after``: the request is carried out, then answered with the given `answer` (a
+  `httpbase.Response`: the malformed answers of `syncd.sandbox.corpus.GRAPH`).
 
 `Faults.randomly` also fails a share of the calendar requests no queued fault applies to
 (the crash campaign's fault schedules).
@@ -41,8 +43,9 @@ from ..httpbase import Hold, Response, drop_connection, garbage_response, json_r
 __all__ = ["AFTER_WORK", "Budget", "Call", "DATA_FAULTS", "FAULT_KINDS", "Faults", "InjectedFault", "throttled"]
 
 RESPONSE_FAULTS = ("sync_state_not_found", "http429", "http503", "http504", "http401", "drop", "lost_answer",
-                   "garbage", "slow", "hold")
-AFTER_WORK = ("lost_answer", "slow", "hold")   # applied to the answer of a request that was carried out
+                   "garbage", "slow", "hold", "answer_after")
+AFTER_WORK = ("lost_answer", "slow", "hold", "answer_after")   # applied to the answer of work carried out
+_GIVEN = ("hold", "answer_after")   # kinds that take an object of their own, so never random
 DATA_FAULTS = ("duplicate_id", "tombstone_without_type")
 FAULT_KINDS = RESPONSE_FAULTS + DATA_FAULTS
 
@@ -56,6 +59,7 @@ class InjectedFault:
     retry_after: float | None
     delay: float = 0.0
     hold: Hold | None = None
+    answer: Response | None = None
 
 
 class Faults:
@@ -67,7 +71,7 @@ class Faults:
         self._random: tuple[float, tuple[str, ...], random.Random, float | None, float] | None = None
 
     def add(self, kind: str, count: int, op: str | None, mailbox: str | None, retry_after: float | None,
-            delay: float = 0.0, hold: Hold | None = None) -> None:
+            delay: float = 0.0, hold: Hold | None = None, answer: Response | None = None) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
         if count < 1:
@@ -76,20 +80,23 @@ class Faults:
             raise ValueError(f"{kind} applies to delta answers only")
         if (kind == "hold") != (hold is not None):
             raise ValueError("a hold fault takes a Hold, and only it does")
+        if (kind == "answer_after") != (answer is not None):
+            raise ValueError("an answer_after fault takes an answer, and only it does")
         with self._lock:
             self._items.append(InjectedFault(kind, count, op, mailbox.lower() if mailbox else None, retry_after,
-                                             delay, hold))
+                                             delay, hold, answer))
 
     def randomly(self, rate: float, kinds: tuple[str, ...], *, seed: int | None = None,
                  retry_after: float | None = 1.0, delay: float = 5.0) -> None:
         """From now on fail a `rate` share of the calendar requests (not the token's) no
-        queued fault applies to, each as one of `kinds` (response faults other than hold),
+        queued fault applies to, each as one of `kinds` (response faults but hold and answer_after),
         reproducibly with `seed`; rate 0 stops."""
         if not 0 <= rate <= 1:
             raise ValueError("rate must be between 0 and 1")
-        wrong = [k for k in kinds if k not in RESPONSE_FAULTS or k == "hold"]
+        wrong = [k for k in kinds if k not in RESPONSE_FAULTS or k in _GIVEN]
         if wrong or (rate and not kinds):
-            raise ValueError(f"random faults must be some of {RESPONSE_FAULTS} but hold, not {wrong or 'none'}")
+            raise ValueError(f"random faults must be some of {RESPONSE_FAULTS} but {' and '.join(_GIVEN)}, "
+                             f"not {wrong or 'none'}")
         with self._lock:
             self._random = (rate, tuple(kinds), random.Random(seed), retry_after, delay) if rate else None
 

@@ -175,10 +175,11 @@ class GraphSandbox(People):
     # --- faults and the request log ------------------------------------------------------------
 
     def inject(self, kind: str, *, count: int = 1, op: str | None = None, mailbox: str | None = None,
-               retry_after: float | None = 1.0, delay: float = 5.0, hold: Hold | None = None) -> None:
+               retry_after: float | None = 1.0, delay: float = 5.0, hold: Hold | None = None,
+               answer: Response | None = None) -> None:
         """Queue a fault (see `limits` for the kinds and operation names); `delay` is for `slow`,
-        `hold` for `hold`."""
-        self.faults.add(kind, count, op, mailbox, retry_after, delay, hold)
+        `hold` for `hold`, `answer` for `answer_after`."""
+        self.faults.add(kind, count, op, mailbox, retry_after, delay, hold, answer)
 
     def set_budget(self, limit: int | None, window: float = 600.0) -> None:
         """At most `limit` requests per `window` seconds per app and mailbox (None: no limit)."""
@@ -274,6 +275,8 @@ class GraphSandbox(People):
             after = self.faults.take(op, mailbox, AFTER_WORK)
             if after is not None and after.kind == "lost_answer":
                 return drop_connection()
+            if after is not None and after.answer is not None:
+                return after.answer
             if after is not None and after.kind == "hold":
                 response.hold = after.hold
             elif after is not None:
