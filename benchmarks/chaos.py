@@ -16,7 +16,7 @@ rooms, a SQLite database, people who book, move and cancel). A run has two phase
 2. fault schedules: a fifth of all calls fail on each side (errors before the work,
    answers lost after it: connection reset, timeout, 5xx; on Graph also 429 with
    Retry-After, a refused token, a lost delta round; answers from the malformed corpus,
-   syncd/sandbox/corpus.py, for Ultimo and EWS) while people keep editing during the
+   syncd/sandbox/corpus.py, for Ultimo and for EWS or Graph) while people keep editing during the
    passes; then faults stop and passes run until both sides agree.
 
 Printed per run and in total: kills (and how many landed during writes, how many with an
@@ -110,7 +110,7 @@ class Campaign:
         self.mode = mode
         self.deadline = deadline
         self.verbose = verbose
-        self.corpus_next = {"ultimo": 0, "ews": 0}
+        self.corpus_next = {"ultimo": 0, "ews": 0, "graph": 0}
 
     def say(self, text: str) -> None:
         if self.verbose:
@@ -181,7 +181,10 @@ class Campaign:
             world.ews.faults.randomly(0.2, EWS_RANDOM, seed=seed + 1, delay=3.0, back_off_ms=100)
         for entry in self.corpus_entries("ultimo", corpus.ULTIMO):
             world.ultimo.inject("answer_after", workflow=_ULTIMO_CALL[entry.call], answer=entry.response())
-        if world.graph is None:      # the malformed corpus's calendar answers are EWS ones
+        if world.graph is not None:
+            for entry in self.corpus_entries("graph", corpus.GRAPH):
+                world.graph.inject("answer_after", op=entry.call, answer=entry.response())
+        else:
             for entry in self.corpus_entries("ews", corpus.EWS):
                 world.ews.inject("answer_after", op=entry.call, answer=entry.response())
         stop = threading.Event()

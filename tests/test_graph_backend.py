@@ -7,6 +7,7 @@ are recorded, not slept)."""
 from __future__ import annotations
 
 import io
+import json
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -205,6 +206,29 @@ def test_every_page_is_read_and_a_failed_page_fails_the_read(room: GraphHarness,
     with pytest.raises(CalendarProtocolError):
         calendar.list_events(room.mailbox, WEEK)
     assert pages[0] == 3
+
+
+def test_a_next_link_back_to_a_page_already_read_fails_the_read(room: GraphHarness,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for day in range(15, 18):
+        for hour in range(8, 18):
+            room.book(f"Slot {day} {hour}", at(day, hour), at(day, hour, 30))
+    calendar = room.make_calendar(page_size=10)
+    serve, first_link = room.sandbox._serve, []
+
+    def looping(request: Any, op: str, *rest: Any) -> Any:
+        answer = serve(request, op, *rest)
+        page = json.loads(answer.body) if op == "calendarView" else {}
+        if "@odata.nextLink" in page:        # every page points back at the second one
+            first_link[:] = first_link or [page["@odata.nextLink"]]
+            page["@odata.nextLink"] = first_link[0]
+            answer.body = json.dumps(page).encode()
+        return answer
+
+    monkeypatch.setattr(room.sandbox, "_serve", looping)
+    with pytest.raises(CalendarProtocolError, match="already read"):
+        calendar.list_events(room.mailbox, WEEK)
+    assert room.sandbox.calls(mailbox=room.mailbox, op="calendarView") == 2
 
 
 # --- change checks ------------------------------------------------------------------------

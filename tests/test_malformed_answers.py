@@ -1,5 +1,6 @@
 """Every malformed answer of the corpus (syncd/sandbox/corpus.py), served by the sandboxes
-to the real clients (httpx for Ultimo, exchangelib for EWS): each gives a typed syncd
+to the real clients (httpx for Ultimo, exchangelib for EWS, httpx and MSAL for Microsoft
+Graph): each gives a typed syncd
 error with one line of text, concludes nothing (a read is never an empty room, a create
 is never taken as not made) and loses nothing (the same call answers right once the
 sandbox does).
@@ -13,12 +14,13 @@ from typing import Any
 
 import exchangelib.protocol
 import pytest
+from graphharness import GraphHarness
 from pydantic import SecretStr
 
 from syncd.calendars.ews.backend import EwsCalendar
 from syncd.config.schema import EwsConfig, UltimoConfig
 from syncd.core.model import NewEvent, NewReservation, TimeWindow
-from syncd.errors import CalendarError, UltimoError, UltimoRejected
+from syncd.errors import CalendarAuthError, CalendarError, UltimoError, UltimoRejected
 from syncd.sandbox import corpus
 from syncd.sandbox.ews.server import EwsSandbox
 from syncd.sandbox.ultimo.server import UltimoSandbox
@@ -166,3 +168,69 @@ def _call_ews(call: str, calendar: EwsCalendar, item_id: str, n: int) -> Any:
     if call == "UpdateItem":
         return calendar.move_event(ROOM, item_id, event.change_key, _day(24 * 26), _day(24 * 26 + 1))
     return calendar.remove_event(ROOM, item_id, event.change_key)
+
+
+# --- Microsoft Graph ------------------------------------------------------------------------
+
+GRAPH_READS = ("calendarView", "delta", "events.list", "event.get")
+
+
+@pytest.fixture(scope="module")
+def graph() -> Iterator[GraphHarness]:
+    harness = GraphHarness(ROOM)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize("entry", corpus.GRAPH, ids=_ids(corpus.GRAPH))
+def test_graph_malformed_answer_is_a_typed_one_line_error(entry: corpus.Malformed, graph: GraphHarness) -> None:
+    box, calendar = graph.sandbox, graph.calendar
+    box.faults.clear()
+    window = TimeWindow(_day(-48), _day(24 * 30))
+    n = len(calendar.list_events(ROOM, window))
+    item_id = graph.book(f"Meeting {n}", _day(n * 3), _day(n * 3 + 1))
+    state = calendar.check_changes(ROOM, None).state if entry.call == "delta" else None
+    event = next(e for e in calendar.list_events(ROOM, window) if e.item_id == item_id)
+    box.inject("answer_after", count=LOTS, op=entry.call, mailbox=ROOM, answer=entry.response())
+    try:
+        _call_graph(entry.call, calendar, event, state, n)
+    except CalendarError as error:
+        _one_line(error)
+        assert not isinstance(error, CalendarAuthError), error   # one room fails; the run goes on
+    else:
+        pytest.fail("no error: a malformed answer was taken for a good one")
+    box.faults.clear()
+    after = {e.item_id: e for e in calendar.list_events(ROOM, window)}
+    if entry.call == "events.create":   # made once, whatever was answered
+        assert len([e for e in after.values() if e.stamp == f"syncd:u:{n}"]) == 1
+    if entry.call in ("event.delete", "event.decline"):
+        assert item_id not in after     # it took effect; reading again tells so
+    else:
+        assert item_id in after         # nothing lost
+    if entry.call == "event.update":
+        assert (after[item_id].start, after[item_id].end) == (_day(24 * 26 + n), _day(24 * 26 + n + 1))
+    if entry.call in GRAPH_READS:       # the same call answers right once Graph does
+        assert _call_graph(entry.call, calendar, event, state, n) is not None
+
+
+def _call_graph(call: str, calendar: Any, event: Any, state: str | None, n: int) -> Any:
+    window = TimeWindow(_day(-48), _day(24 * 30))
+    if call == "calendarView":
+        return calendar.list_events(ROOM, window)
+    if call == "delta":
+        return calendar.check_changes(ROOM, state)
+    if call == "events.list":
+        return calendar.find_stamped(ROOM, event.stamp or f"syncd:u:{n}", window) or "none found"
+    if call == "event.get":
+        return calendar.get_event(ROOM, event.item_id)
+    if call == "events.create":
+        start = _day(24 * 20 + n)
+        return calendar.create_event(ROOM, NewEvent(subject="From Ultimo", start=start,
+                                                    end=start + timedelta(minutes=30), stamp=f"syncd:u:{n}"))
+    if call == "event.update":
+        return calendar.move_event(ROOM, event.item_id, event.change_key, _day(24 * 26 + n), _day(24 * 26 + n + 1))
+    if call == "event.decline":
+        return calendar.decline(ROOM, event.item_id, event.change_key, "The room is taken in Ultimo.")
+    return calendar.remove_event(ROOM, event.item_id, event.change_key)

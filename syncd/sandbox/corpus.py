@@ -2,16 +2,18 @@
 
 Each `Malformed` names the call it spoils (an Ultimo workflow: get, create, update,
 cancel; an EWS operation: FindItem, GetItem, CreateItem, UpdateItem, DeleteItem,
-SyncFolderItems) and the answer sent instead of the real one, after the request took
-effect. Whatever the answer, syncd must fail that call with one clear line (a typed
+SyncFolderItems; a Graph sandbox operation: calendarView, delta, events.list, event.get,
+events.create, event.update, event.delete, event.decline) and the answer sent instead of
+the real one, after the request took effect. Whatever the answer, syncd must fail that call with one clear line (a typed
 error, the room failed), conclude nothing from it (no cancellation, no "empty room") and
 lose nothing.
 
     ultimo.inject("answer_after", workflow=entry.call, answer=entry.response(), count=50)
     ews.inject("answer_after", op=entry.call, answer=entry.response(), count=50)
+    graph.inject("answer_after", op=entry.call, answer=entry.response(), count=50)
 
-`ULTIMO` and `EWS` hold the entries; tests/test_malformed_answers.py runs each through the
-real clients, benchmarks/chaos.py serves them to the real `syncd` process.
+`ULTIMO`, `EWS` and `GRAPH` hold the entries; tests/test_malformed_answers.py runs each
+through the real clients, benchmarks/chaos.py serves them to the real `syncd` process.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from syncd.sandbox.httpbase import Response
 
-__all__ = ["EWS", "ULTIMO", "Malformed"]
+__all__ = ["EWS", "GRAPH", "ULTIMO", "Malformed"]
 
 _JSON = "application/json; charset=utf-8"
 _XML = "text/xml; charset=utf-8"
@@ -214,4 +216,105 @@ EWS: tuple[Malformed, ...] = (
     Malformed("UpdateItem answered cut short", "UpdateItem", _envelope("<m:UpdateItemResponse>")[:-30],
               content_type=_XML),
     Malformed("DeleteItem answered with an html page", "DeleteItem", _HTML_PAGE, content_type=_XML),
+)
+
+
+# --- Microsoft Graph ---------------------------------------------------------------------
+
+_EVENT = {
+    "@odata.etag": 'W/"Q0sx"', "id": "AAMkAGI2TG93AAA=", "type": "singleInstance", "seriesMasterId": None,
+    "start": {"dateTime": "2030-01-07T08:00:00.0000000", "timeZone": "UTC"},
+    "end": {"dateTime": "2030-01-07T09:00:00.0000000", "timeZone": "UTC"},
+    "changeKey": "Q0sx", "originalStartTimeZone": "W. Europe Standard Time",
+    "iCalUId": "040000008200E00074C5B7101A82E00800000000000000000000000000000001", "subject": "Weekly",
+    "sensitivity": "normal", "isAllDay": False, "isCancelled": False, "showAs": "busy", "originalStart": None,
+    "organizer": {"emailAddress": {"name": "Alice", "address": "alice@example.com"}},
+}
+
+
+def _event(**changes: Any) -> dict[str, Any]:
+    event = dict(_EVENT)
+    for key, value in changes.items():
+        if value is _DROP:
+            event.pop(key)
+        else:
+            event[key] = value
+    return event
+
+
+def _view(*items: Any, **extra: Any) -> bytes:
+    return _js({"@odata.context": "$metadata#events", "value": list(items), **extra})
+
+
+def _at(text: Any, zone: Any = "UTC") -> dict[str, Any]:
+    return {"dateTime": text, "timeZone": zone}
+
+
+_GOOD_VIEW = _view(_EVENT)
+_GRAPH_ERROR_PAGE = (b"<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1>"
+                     b"</center><hr><center>nginx</center></body></html>\n")
+
+GRAPH: tuple[Malformed, ...] = (
+    Malformed("html page with a JSON content type", "calendarView", _HTML_PAGE),
+    Malformed("empty body", "calendarView", b""),
+    Malformed("truncated body", "calendarView", _GOOD_VIEW[: len(_GOOD_VIEW) // 2]),
+    Malformed("binary garbage", "calendarView", b"\x00\x01\xfe\xff not json {{{"),
+    Malformed("oversized body of nulls", "calendarView",
+              b'{"value":[' + b",".join([b"null"] * 400_000) + b"]}"),
+    Malformed("top level is a list", "calendarView", _js([_EVENT])),
+    Malformed("top level is null", "calendarView", b"null"),
+    Malformed("no value", "calendarView", _js({"@odata.context": "$metadata#events"})),
+    Malformed("value null", "calendarView", _js({"value": None})),
+    Malformed("value is an object", "calendarView", _js({"value": _EVENT})),
+    Malformed("an error object with status 200", "calendarView",
+              _js({"error": {"code": "ErrorInternalServerError", "message": "Something went wrong."}})),
+    Malformed("item is a number", "calendarView", _view(_EVENT, 42)),
+    Malformed("item is null", "calendarView", _view(None, _EVENT)),
+    Malformed("item without id", "calendarView", _view(_event(id=_DROP, iCalUId=_DROP))),
+    Malformed("id is an object", "calendarView", _view(_event(id={"value": "AAMk"}))),
+    Malformed("iCalUId is a list", "calendarView", _view(_event(iCalUId=["040000008200"]))),
+    Malformed("changeKey and etag missing", "calendarView", _view(_event(changeKey=_DROP, **{"@odata.etag": _DROP}))),
+    Malformed("start missing", "calendarView", _view(_event(start=_DROP))),
+    Malformed("start is a string", "calendarView", _view(_event(start="2030-01-07T08:00:00Z"))),
+    Malformed("start unparseable", "calendarView", _view(_event(start=_at("next tuesday")))),
+    Malformed("start impossible date", "calendarView", _view(_event(start=_at("2030-02-30T08:00:00.0000000")))),
+    Malformed("end impossible hour", "calendarView", _view(_event(end=_at("2030-01-07T25:00:00.0000000")))),
+    Malformed("start is a number", "calendarView", _view(_event(start=_at(1893488400)))),
+    Malformed("end before start", "calendarView", _view(_event(end=_at("2030-01-07T07:00:00.0000000")))),
+    Malformed("time zone unknown", "calendarView", _view(_event(start=_at("2030-01-07T08:00:00", "Mars Time")))),
+    Malformed("time zone a number", "calendarView", _view(_event(start=_at("2030-01-07T08:00:00", 60)))),
+    Malformed("isCancelled a string", "calendarView", _view(_event(isCancelled="false"))),
+    Malformed("isAllDay a string", "event.get", _js(_event(isAllDay="false"))),
+    Malformed("organizer is a string", "calendarView", _view(_event(organizer="alice@example.com"))),
+    Malformed("emailAddress is a list", "calendarView", _view(_event(organizer={"emailAddress": ["alice"]}))),
+    Malformed("extended properties a number", "calendarView", _view(_event(singleValueExtendedProperties=7))),
+    Malformed("occurrence with an unreadable original start", "calendarView",
+              _view(_event(type="occurrence", originalStart="the first monday"))),
+    Malformed("nextLink to another host", "calendarView",
+              _view(_EVENT, **{"@odata.nextLink": "https://graph.example.net/v1.0/users/x/calendar/calendarView"})),
+    Malformed("nextLink a number", "calendarView", _view(_EVENT, **{"@odata.nextLink": 2})),
+    Malformed("html error page with status 404", "calendarView", _GRAPH_ERROR_PAGE, 404, "text/html"),
+    Malformed("html error page with status 500", "calendarView", _GRAPH_ERROR_PAGE, 500, "text/html"),
+    Malformed("delta page without value", "delta", _js({"@odata.deltaLink": "delta?$deltatoken=x"})),
+    Malformed("delta page with neither link", "delta", _js({"value": []})),
+    Malformed("delta answered with an html page", "delta", _HTML_PAGE),
+    Malformed("delta link to another host", "delta",
+              _js({"value": [], "@odata.deltaLink": "https://graph.example.net/v1.0/delta?$deltatoken=x"})),
+    Malformed("stamp search answered without value", "events.list", _js({"@odata.context": "$metadata#events"})),
+    Malformed("stamp search answered with an item that is a string", "events.list", _view("AAMkAGI2TG93AAA=")),
+    Malformed("stamp search answered truncated", "events.list", _GOOD_VIEW[:40]),
+    Malformed("event answered with an html page", "event.get", _HTML_PAGE),
+    Malformed("event answered with an empty object", "event.get", _js({})),
+    Malformed("event answered with an unreadable start", "event.get", _js(_event(start=_at("soon")))),
+    Malformed("event answered with an html 404 page", "event.get", _GRAPH_ERROR_PAGE, 404, "text/html"),
+    Malformed("create answered with an html page", "events.create", _HTML_PAGE, 201),
+    Malformed("create answered truncated", "events.create", _js(_EVENT)[:60], 201),
+    Malformed("create answered with a list", "events.create", _js([_EVENT]), 201),
+    Malformed("create answered with an html 502 page", "events.create", _GRAPH_ERROR_PAGE, 502, "text/html"),
+    Malformed("update answered with an html page", "event.update", _HTML_PAGE),
+    Malformed("update answered truncated", "event.update", _js(_EVENT)[:50]),
+    Malformed("update answered with an html 404 page", "event.update", _GRAPH_ERROR_PAGE, 404, "text/html"),
+    Malformed("delete answered with an html 500 page", "event.delete", _GRAPH_ERROR_PAGE, 500, "text/html"),
+    Malformed("delete answered with an html 404 page", "event.delete", _GRAPH_ERROR_PAGE, 404, "text/html"),
+    Malformed("decline answered with an html 500 page", "event.decline", _GRAPH_ERROR_PAGE, 500, "text/html"),
 )

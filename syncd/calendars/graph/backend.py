@@ -5,12 +5,14 @@ on httpx and MSAL, with the same keys, stamps and errors as the EWS backend.
     probe           GET /users/{room}/calendar, then a calendarView of one day ($top=1)
     list_events     GET /users/{room}/calendar/calendarView (every nextLink; $select, stamp $expand)
     check_changes   calendarView/delta rounds (`delta`)
-    get_event       GET /users/{room}/calendar/events/{id}                 404 -> None
+    get_event       GET /users/{room}/calendar/events/{id}                 404 -> None (*)
     create_event    POST /users/{room}/calendar/events (transactionId, stamp, no attendees)
     move_event      PATCH /users/{room}/events/{id} with If-Match          412 -> StaleChangeKey
     remove_event    DELETE /users/{room}/events/{id}                       404 -> EventGone
     decline         POST /users/{room}/events/{id}/decline (comment, sendResponse)
     find_stamped    GET /users/{room}/calendar/events?$filter=singleValueExtendedProperties/Any(...)
+
+    (*) a 404 that carries Graph's own error; a 404 page of a proxy says nothing about the item
 
 Each public method is one operation with its own throttling budget (see `http`). A write
 whose answer was lost and was sent again checks what the lost attempt did: a create finds
@@ -195,7 +197,7 @@ class GraphCalendar:
                                            json={"start": graph_time(start), "end": graph_time(end)},
                                            headers={"If-Match": if_match(change_key)})
             except GraphError as e:
-                if e.status == 404 or e.code.lower() in _ITEM_GONE:
+                if _gone(e):
                     raise EventGone(f"{mailbox}: event {_short(item_id)} no longer exists") from None
                 if e.status not in (409, 412):
                     raise
@@ -221,7 +223,7 @@ class GraphCalendar:
             try:
                 self._http.send("DELETE", self._url(mailbox, f"events/{_seg(item_id)}"))
             except GraphError as e:
-                if e.status == 404 or e.code.lower() in _ITEM_GONE:
+                if _gone(e):
                     if self._http.resent:
                         return None   # the attempt whose answer was lost deleted it
                     raise EventGone(f"{mailbox}: event {_short(item_id)} no longer exists") from None
@@ -270,7 +272,7 @@ class GraphCalendar:
                 self._http.send("POST", self._url(mailbox, f"events/{_seg(item_id)}/decline"),
                                 json={"comment": reason, "sendResponse": True})
             except GraphError as e:
-                if e.status == 404 or e.code.lower() in _ITEM_GONE:
+                if _gone(e):
                     if self._http.resent:
                         return None
                     raise EventGone(f"{mailbox}: meeting {_short(item_id)} no longer exists") from None
@@ -297,7 +299,7 @@ class GraphCalendar:
             item = self._http.get_json(self._url(mailbox, f"calendar/events/{_seg(item_id)}"),
                                        params={"$select": SELECT, "$expand": EXPAND})
         except GraphError as e:
-            if e.status == 404 and e.code.lower() not in _NO_MAILBOX:
+            if _gone(e):
                 return None
             raise
         return to_event(item, self._zone)
@@ -346,6 +348,9 @@ class GraphCalendar:
                 f"room mailbox {mailbox} is outside the app's scope (HTTP {e.status} {e.code or 'Forbidden'}): "
                 f"{self.who} may not use it; an Exchange administrator checks with: "
                 f"{scope_command(self._cfg.client_id, mailbox)}")
+        if not code and e.status not in (400, 409, 412):
+            return CalendarProtocolError(f"Microsoft Graph at {self._cfg.graph_url} answered {what} for {mailbox} "
+                                         f"with HTTP {e.status} and no Graph error (a proxy or gateway between?)")
         if code in _NO_MAILBOX or (e.status == 404 and what in ("probe", "list_events", "check_changes")):
             return CalendarError(f"room mailbox {mailbox}: no such mailbox in Exchange Online "
                                  f"(HTTP {e.status} {e.code})")
@@ -355,10 +360,23 @@ class GraphCalendar:
 
 
 def _values(page: dict[str, Any]) -> list[dict[str, Any]]:
+    """The page's events; an entry that is not an object fails the read (dropping it would
+    read as an event gone)."""
     items = page.get("value")
     if not isinstance(items, list):
         raise CalendarProtocolError("Microsoft Graph sent a collection page without a value list")
-    return [i for i in items if isinstance(i, dict)]
+    for item in items:
+        if not isinstance(item, dict):
+            raise CalendarProtocolError(f"Microsoft Graph sent a collection page holding a "
+                                        f"{type(item).__name__} where an event belongs")
+    return items
+
+
+def _gone(e: GraphError) -> bool:
+    """Graph says the item is not there: a 404 with Graph's own error (not a proxy's page,
+    which says nothing about the item), or an item-not-found code."""
+    code = e.code.lower()
+    return code in _ITEM_GONE or (e.status == 404 and bool(code) and code not in _NO_MAILBOX)
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -76,13 +76,20 @@ def zone_of(name: str) -> ZoneInfo:
 def _when(data: Any, what: str) -> tuple[datetime, str]:
     if not isinstance(data, dict) or not isinstance(data.get("dateTime"), str):
         raise CalendarProtocolError(f"Microsoft Graph sent an event without {what}")
-    return parse_instant(data["dateTime"], data.get("timeZone") or "UTC"), str(data.get("timeZone") or "UTC")
+    zone = data.get("timeZone") or "UTC"
+    if not isinstance(zone, str):
+        raise CalendarProtocolError(f"Microsoft Graph sent an event whose {what} has a time zone that is a "
+                                    f"{type(zone).__name__}, not a name")
+    return parse_instant(data["dateTime"], zone), zone
 
 
 def event_times(item: dict[str, Any], fallback: ZoneInfo) -> tuple[datetime, datetime]:
     """The event's [start, end) in UTC; all-day events from local midnight to local midnight."""
     start, _ = _when(item.get("start"), "a start")
     end, _ = _when(item.get("end"), "an end")
+    if end < start:
+        raise CalendarProtocolError(f"Microsoft Graph sent an event that ends ({end.isoformat()}) before it "
+                                    f"starts ({start.isoformat()})")
     if not item.get("isAllDay"):
         return start, end
     name = item.get("originalStartTimeZone")
@@ -126,8 +133,32 @@ def event_key(item: dict[str, Any]) -> str:
     return str(base)
 
 
+# The fields syncd reads and the JSON types Graph gives them (null allowed for each): an
+# answer that breaks this is malformed, never read as something else (a string "false" for
+# isCancelled is not a cancellation).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "changeKey": (str,), "@odata.etag": (str,), "iCalUId": (str,), "type": (str,),
+    "originalStart": (str,), "originalStartTimeZone": (str,), "subject": (str,), "sensitivity": (str,),
+    "isAllDay": (bool,), "isCancelled": (bool,), "organizer": (dict,), "singleValueExtendedProperties": (list,),
+}
+
+
+def _check_types(item: dict[str, Any]) -> None:
+    for name, kinds in _TYPES.items():
+        value = item.get(name)
+        if value is not None and not isinstance(value, kinds):
+            raise CalendarProtocolError(f"Microsoft Graph sent an event whose {name} is a {type(value).__name__}")
+    sender = (item.get("organizer") or {}).get("emailAddress")
+    if sender is not None and not (isinstance(sender, dict) and isinstance(sender.get("address"), str | None)):
+        raise CalendarProtocolError("Microsoft Graph sent an event whose organizer has no readable address")
+
+
 def to_event(item: dict[str, Any], fallback: ZoneInfo) -> Event:
-    """syncd's Event for one Graph event (a single meeting, an occurrence or an exception)."""
+    """syncd's Event for one Graph event (a single meeting, an occurrence or an exception).
+    Raises CalendarProtocolError for an event syncd cannot read whole."""
+    if not isinstance(item, dict):
+        raise CalendarProtocolError(f"Microsoft Graph sent an event that is a {type(item).__name__}, not an object")
+    _check_types(item)
     start, end = event_times(item, fallback)
     organizer = ((item.get("organizer") or {}).get("emailAddress") or {}).get("address")
     change_key = item.get("changeKey") or _etag_key(item.get("@odata.etag"))

@@ -115,17 +115,20 @@ class DeltaReader:
     def _to_end(self, page: dict[str, Any]) -> tuple[bool, str]:
         """Every page from `page` on: (any item seen, the round's delta link)."""
         changed = False
+        seen: set[str] = set()
         while True:
             items = page.get("value")
             if not isinstance(items, list):
                 raise CalendarProtocolError("Microsoft Graph sent a delta page without a value list")
             changed = changed or bool(items)
             if page.get("@odata.deltaLink"):
-                return changed, str(page["@odata.deltaLink"])
+                # Checked before it is kept: a link that cannot be followed would fail every
+                # later check until the window slides.
+                return changed, self._http.next_link(page["@odata.deltaLink"], set())
             link = page.get("@odata.nextLink")
             if not link:
                 raise CalendarProtocolError("Microsoft Graph sent a delta page with neither nextLink nor deltaLink")
-            page = self._http.get_json(str(link), page_size=self._page_size())
+            page = self._http.get_json(self._http.next_link(link, seen), page_size=self._page_size())
 
     def _page_size(self) -> int:
         return self._http.page_size

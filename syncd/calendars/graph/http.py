@@ -188,12 +188,27 @@ class GraphHttp:
         """Each page of a collection, following `@odata.nextLink` to the end; a failed page
         raises (the caller never sees a partial collection as a whole one)."""
         page = self.get_json(url, params=params, page_size=self._cfg.page_size)
+        seen: set[str] = set()
         while True:
             yield page
             link = page.get("@odata.nextLink")
             if not link:
                 return
-            page = self.get_json(str(link), page_size=self._cfg.page_size)
+            page = self.get_json(self.next_link(link, seen), page_size=self._cfg.page_size)
+
+    def next_link(self, link: Any, seen: set[str]) -> str:
+        """`link` from an answer, checked before it is followed or kept: a string, to the
+        configured Graph service, not a page of this collection already read (`seen`, which
+        it joins). Raises CalendarProtocolError."""
+        if not isinstance(link, str):
+            raise CalendarProtocolError(f"Microsoft Graph at {self._base} sent a link that is a "
+                                        f"{type(link).__name__}, not a URL")
+        self._check_origin(link)
+        if link in seen:
+            raise CalendarProtocolError(f"Microsoft Graph at {self._base} sent a link back to a page already read "
+                                        f"({_path(link)}); not followed")
+        seen.add(link)
+        return link
 
     # --- internals --------------------------------------------------------------------------
 
