@@ -203,6 +203,8 @@ EWS: tuple[Malformed, ...] = (
               content_type=_XML),
     Malformed("End impossible hour", "GetItem", _get_item(_calendar_item(end="2030-01-07T25:00:00Z")),
               content_type=_XML),
+    Malformed("End before Start", "GetItem", _get_item(_calendar_item(end="2030-01-07T07:00:00Z")),
+              content_type=_XML),
     Malformed("item without ItemId", "GetItem", _get_item(_calendar_item(item_id="")), content_type=_XML),
     Malformed("error message of an unknown kind", "GetItem",
               _get_item("", cls="Error", code="ErrorSomethingNewInExchange"), content_type=_XML),

@@ -129,9 +129,9 @@ def event_key(item: CalendarItem) -> str:
 def to_event(item: CalendarItem, fallback_tz: ZoneInfo) -> Event:
     """syncd's Event for one calendar item (a single meeting or one occurrence).
 
-    Raises CalendarProtocolError for an item without an id or without readable times
-    (exchangelib reads an unparseable or impossible date as None): such an answer is
-    malformed, not a booking to act on."""
+    Raises CalendarProtocolError for an item without an id, without readable times
+    (exchangelib reads an unparseable or impossible date as None) or ending before it
+    starts: such an answer is malformed, not a booking to act on."""
     if not item.id:
         raise CalendarProtocolError("EWS sent a calendar item without an ItemId")
     for name in ("start", "end"):
@@ -142,6 +142,8 @@ def to_event(item: CalendarItem, fallback_tz: ZoneInfo) -> Event:
         # exchangelib as a warning naming it); the times stay right.
         log.warning("ews_unknown_time_zone", item_id=item.id)
     start, end = item_times(item, fallback_tz)
+    if end < start:   # Exchange refuses to save such an item (ErrorCalendarEndDateIsEarlierThanStartDate)
+        raise CalendarProtocolError(f"EWS sent calendar item {item.id[-10:]} that ends before it starts")
     organizer = item.organizer.email_address if item.organizer is not None else None
     return Event(
         key=event_key(item),
