@@ -38,6 +38,7 @@ from syncd.errors import (
     CalendarAuthError,
     CalendarError,
     CalendarProtocolError,
+    CalendarThrottled,
     CalendarUnreachable,
     EventGone,
     StaleChangeKey,
@@ -113,7 +114,9 @@ class CalendarWrites(Journal):
             self._failed(entry_id, e, result)
             log.info("exchange.move_skipped", room=room.mailbox, booking=a.booking_key, reason=type(e).__name__)
             return
-        except (CalendarUnreachable, CalendarProtocolError) as e:
+        except (CalendarUnreachable, CalendarProtocolError, CalendarThrottled) as e:
+            # No answer, one syncd cannot read, or a refusal of a resend whose first attempt
+            # may have been made (throttled): settled from the calendar before the next plan.
             self._outcome_unknown(e, f"move Exchange event {a.booking_key}", "exchange", result)
             return
         except CalendarError as e:
