@@ -27,6 +27,7 @@ from syncd.errors import (
     CalendarThrottled,
     StaleChangeKey,
 )
+from syncd.sandbox.httpbase import Response
 
 AMS = ZoneInfo("Europe/Amsterdam")
 ROOM = "room.c25@example.com"
@@ -229,6 +230,19 @@ def test_a_next_link_back_to_a_page_already_read_fails_the_read(room: GraphHarne
     with pytest.raises(CalendarProtocolError, match="already read"):
         calendar.list_events(room.mailbox, WEEK)
     assert room.sandbox.calls(mailbox=room.mailbox, op="calendarView") == 2
+
+
+def test_an_occurrence_is_found_by_its_key_and_a_series_without_an_id_fails(room: GraphHarness) -> None:
+    room.series("Weekly", at(16, 9), at(16, 10), "weekly", 3)
+    third = room.calendar.list_events(room.mailbox, TimeWindow(MON, MON + timedelta(days=21)))[2]
+    found = room.calendar.find_by_key(room.mailbox, third.key)
+    assert found is not None and (found.key, found.start) == (third.key, at(30, 9))
+
+    master = {"id": None, "type": "seriesMaster", "iCalUId": third.key.partition("|")[0]}
+    room.sandbox.inject("answer_after", op="events.list", answer=Response(200, json.dumps({"value": [master]})
+                                                                          .encode()))
+    with pytest.raises(CalendarProtocolError, match="series without an id"):
+        room.calendar.find_by_key(room.mailbox, third.key)
 
 
 # --- change checks ------------------------------------------------------------------------

@@ -257,7 +257,10 @@ class GraphCalendar:
                      for i in _values(page)]
             for item in items:
                 if item.get("type") == "seriesMaster" and original:
-                    return self._instance(mailbox, str(item["id"]), key, datetime.fromisoformat(original))
+                    master = item.get("id")
+                    if not isinstance(master, str) or not master:
+                        raise CalendarProtocolError("Microsoft Graph sent a series without an id")
+                    return self._instance(mailbox, master, key, datetime.fromisoformat(original))
                 if item.get("type") != "seriesMaster" and not original:
                     return to_event(item, self._zone)
             return None
