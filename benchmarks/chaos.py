@@ -1,6 +1,7 @@
-"""The crash-and-fault campaign: the real `syncd reconcile` process against both sandboxes.
+"""The crash-and-fault campaign: the real `syncd reconcile` and `syncd run` processes against
+both sandboxes.
 
-    python benchmarks/chaos.py --mode short            # CI: a few minutes
+    python benchmarks/chaos.py --mode short            # CI: under a minute per backend
     python benchmarks/chaos.py --mode long --seed 7    # 300+ kills, 20+ fault schedules
     make chaos CHAOS=long CHAOS_ARGS="--seed 7 --time-limit 3600"
     python benchmarks/chaos.py --backend graph         # syncd on Microsoft Graph
@@ -8,23 +9,26 @@
 Each run is a fresh world (benchmarks/chaos_world.py: both sandboxes on loopback, three
 rooms, a SQLite database, people who book, move and cancel). A run has two phases:
 
-1. kills: people edit, a `syncd reconcile` process starts and is killed with SIGKILL,
+1. kills: people edit, a `syncd reconcile` process (or, for one kill in six of a short run
+   and half of a long run's, the service, `syncd run`) starts and is killed with SIGKILL,
    either once a write (Create/Update/Cancel in Ultimo, CreateItem/UpdateItem/DeleteItem
    in EWS, or with `--backend graph` the POST, PATCH or DELETE of an event) was performed
-   and its answer is held back by the sandbox, or at a random instant of the pass; then
-   faults stop and passes run until both sides agree.
+   and its answer is held back by the sandbox, or at a random instant of the pass. Half of
+   the service's unheld kills are a SIGTERM instead, as systemd stops it: it must finish
+   the write in flight and exit 0. Then faults stop and passes run until both sides agree.
 2. fault schedules: a fifth of all calls fail on each side (errors before the work,
    answers lost after it: connection reset, timeout, 5xx; on Graph also 429 with
    Retry-After, a refused token, a lost delta round; answers from the malformed corpus,
-   syncd/sandbox/corpus.py, for Ultimo and for EWS or Graph) while people keep editing during the
-   passes; then faults stop and passes run until both sides agree.
+   syncd/sandbox/corpus.py, for Ultimo and for EWS or Graph) while people keep editing
+   during the passes; then faults stop and passes run until both sides agree.
 
-Printed per run and in total: kills (and how many landed during writes, how many with an
-answer held), duplicates ever created (from the sandboxes' journals: cancelled and
-removed ones count), lost bookings, wrong cancellations, the most passes needed to
-converge after faults stop, tracebacks in syncd's output. The goal is 0, 0, 0, <= 2, 0
-(the long mode also needs 300 kills and 20 schedules); the exit status is 1 when a goal
-is missed.
+Printed per run and in total: kills (how many landed during writes, how many with an
+answer held, how many of the service), the service's stops (and any that did not exit 0),
+duplicates ever created (from the sandboxes' journals: cancelled and removed ones count),
+lost bookings, wrong cancellations, the most passes needed to converge after faults stop,
+tracebacks in syncd's output. The goal is 0, 0, 0, <= 2, 0, and every stop exiting 0 (the
+long mode also needs 300 kills and 20 schedules); the exit status is 1 when a goal is
+missed, and a run that missed one keeps its folder.
 """
 
 from __future__ import annotations
@@ -44,9 +48,9 @@ from chaos_world import ULTIMO_WRITES, World  # noqa: E402
 from syncd.sandbox import corpus  # noqa: E402
 from syncd.sandbox.httpbase import Hold  # noqa: E402
 
-MODES = {   # runs, kills per run, schedules per run, passes per schedule
-    "short": (1, 6, 1, 3),
-    "long": (30, 16, 1, 4),     # about 11 of 16 kills land during writes: 30 runs reach 300
+MODES = {   # runs, kills per run, schedules per run, passes per schedule, kills of `syncd run` per run
+    "short": (1, 6, 1, 3, 1),
+    "long": (30, 16, 1, 4, 8),  # about 11 of 16 kills land during writes: 30 runs reach 300
 }
 ULTIMO_RANDOM = ("http500", "http503", "html", "drop", "garbage", "http429",
                  "drop_after", "slow", "http500_after", "http503_after")
@@ -65,6 +69,11 @@ class Figures:
     kills: int = 0
     kills_in_writes: int = 0
     kills_held: int = 0
+    kills_service: int = 0      # of `syncd run` (the others of `syncd reconcile`)
+    stops: int = 0              # `syncd run` stopped with SIGTERM, as systemd stops it
+    stops_in_writes: int = 0
+    bad_stops: int = 0          # a stopped `syncd run` that did not exit 0
+    run_ended: int = 0          # a `syncd run` that ended by itself (it must not)
     schedules: int = 0
     duplicates: int = 0
     lost: int = 0
@@ -74,15 +83,17 @@ class Figures:
     notes: list[str] = field(default_factory=list)
 
     def add(self, other: Figures) -> None:
-        for name in ("kills", "kills_in_writes", "kills_held", "schedules", "duplicates", "lost",
-                     "wrong_cancellations", "tracebacks"):
+        for name in ("kills", "kills_in_writes", "kills_held", "kills_service", "stops", "stops_in_writes",
+                     "bad_stops", "run_ended", "schedules", "duplicates", "lost", "wrong_cancellations", "tracebacks"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.passes += other.passes
         self.notes += other.notes
 
     def line(self) -> str:
         worst = max(self.passes, default=0)
-        return (f"kills {self.kills} ({self.kills_in_writes} during writes, {self.kills_held} with an answer held); "
+        return (f"kills {self.kills} ({self.kills_in_writes} during writes, {self.kills_held} with an answer held, "
+                f"{self.kills_service} of syncd run); stops of syncd run {self.stops} ({self.stops_in_writes} during "
+                f"writes, {self.bad_stops} not exit 0); "
                 f"fault schedules {self.schedules}; duplicates {self.duplicates}; lost {self.lost}; "
                 f"wrong cancellations {self.wrong_cancellations}; passes to converge {worst} max "
                 f"(over {len(self.passes)} recoveries); tracebacks {self.tracebacks}")
@@ -91,6 +102,8 @@ class Figures:
         goals = []
         if self.duplicates or self.lost or self.wrong_cancellations or self.tracebacks:
             goals.append("duplicates, lost bookings, wrong cancellations and tracebacks must all be 0")
+        if self.bad_stops or self.run_ended:
+            goals.append("syncd run must exit 0 when stopped with SIGTERM and never end by itself")
         if max(self.passes, default=0) > 2 or not self.passes:
             goals.append("every recovery must converge within 2 passes")
         if mode == "long" and (self.kills < 300 or self.schedules < 20):
@@ -104,7 +117,7 @@ class Campaign:
         self.rng = random.Random(seed)
         self.series = series
         self.backend = backend
-        _, mode_kills, mode_schedules, self.passes = MODES[mode]
+        _, mode_kills, mode_schedules, self.passes, self.service_kills = MODES[mode]
         self.kills = mode_kills if kills is None else kills
         self.schedules = mode_schedules if schedules is None else schedules
         self.mode = mode
@@ -124,10 +137,13 @@ class Campaign:
             for _ in range(6):
                 world.edit()
             self.converge(world, figures, "seeded")
-            for _ in range(kills):
+            # Which kills are of `syncd run` (the service; half of its unheld ones are SIGTERM
+            # stops, as systemd stops it) and which of `syncd reconcile`.
+            of_service = set(self.rng.sample(range(kills), min(kills, self.service_kills)))
+            for k in range(kills):
                 if time.monotonic() > self.deadline:
                     break
-                self.kill_once(world, figures)
+                self.kill_once(world, figures, service=k in of_service)
             self.converge(world, figures, "after kills")
             for n in range(schedules):
                 if n and time.monotonic() > self.deadline:   # every run has one schedule at least
@@ -140,15 +156,17 @@ class Campaign:
             figures.notes += [f"run {number}: {n}" for n in check.notes if not n.startswith("unsettled")]
         finally:
             # A clean run's folder goes; one that found something stays, for a look.
-            clean = not (figures.duplicates or figures.lost or figures.wrong_cancellations or figures.tracebacks)
+            clean = not (figures.duplicates or figures.lost or figures.wrong_cancellations or figures.tracebacks
+                         or max(figures.passes, default=0) > 2 or figures.bad_stops or figures.run_ended)
             world.close(keep=not clean)
             if not clean:
                 figures.notes.append(f"run {number}: its database, configuration and logs are kept in {world.folder}")
         return figures
 
-    def kill_once(self, world: World, figures: Figures) -> None:
+    def kill_once(self, world: World, figures: Figures, *, service: bool = False) -> None:
         wanted = [w for w in (world.edit() for _ in range(self.rng.randint(2, 4))) if w]
         held = self.rng.random() < 0.5 and wanted
+        stop = service and not held and self.rng.random() < 0.5
         if held:
             hold = Hold(drop=True)
             op = self.rng.choice(wanted)
@@ -156,20 +174,38 @@ class Campaign:
                 world.ultimo.inject("hold", workflow=op, hold=hold)
             else:
                 world.hold_calendar_write(op, hold)
-            result = world.reconcile(hold=hold)
+            result = world.serve(hold=hold) if service else world.reconcile(hold=hold)
+        elif service:
+            result = world.serve(after_first_write=self.rng.uniform(0.0, 1.0), stop=stop)
         else:
             result = world.reconcile(kill_in_writes=self.rng.uniform(0.0, 1.0))
         world.ultimo.faults.clear()
         world.calendar_faults().clear()
         self.tally(result, figures)
-        if result.status is None:
+        command = "syncd run" if service else "syncd reconcile"
+        if service and result.status is not None and held:
+            stop, held = True, False     # the held write did not come in time: the service was stopped
+        if stop:
+            figures.stops += 1
+            figures.stops_in_writes += result.writes > 0
+            if result.status != 0:
+                figures.bad_stops += 1
+                figures.notes.append(f"syncd run stopped with SIGTERM exited {result.status}: "
+                                     + _errors(result.stdout + result.stderr))
+            self.say(f"syncd run stopped (exit {result.status}) after {result.seconds:.1f}s, {result.writes} writes")
+        elif result.status is None:
             figures.kills += 1
             figures.kills_in_writes += result.writes > 0
             figures.kills_held += bool(held)
-            self.say(f"killed {'with ' + op + ' answer held' if held else 'at random'} after "
+            figures.kills_service += service
+            self.say(f"{command} killed {'with ' + op + ' answer held' if held else 'at random'} after "
                      f"{result.seconds:.1f}s, {result.writes} writes")
         else:
-            self.say(f"pass ended by itself ({result.status}) after {result.seconds:.1f}s")
+            if service:
+                figures.notes.append(f"syncd run ended by itself (exit {result.status}): "
+                                     + _errors(result.stdout + result.stderr))
+                figures.run_ended += 1
+            self.say(f"{command} ended by itself ({result.status}) after {result.seconds:.1f}s")
 
     def schedule(self, world: World, figures: Figures, passes: int) -> None:
         figures.schedules += 1

@@ -150,8 +150,12 @@ class World:
             "calendar": calendar,
             "rooms": [{"mailbox": m, "space_id": s} for m, s in ROOMS],
             "applicants": {"default": "ULTIMO", "by_email": {"alice@example.com": "00042"}},
-            "sync": {"interval_seconds": 60, "past_days": 1, "future_days": 14},
+            # The interval matters only to `syncd run`: its rooms' first cycles 2 s apart.
+            "sync": {"interval_seconds": 6, "past_days": 1, "future_days": 14},
             "logging": {"level": "warning"},
+            # `syncd run`: no endpoint (each run would need a port of its own); a stop waits
+            # at most this long for the write in flight.
+            "service": {"health_listen": "off", "shutdown_grace_seconds": 5},
         }
 
     def close(self, *, keep: bool = False) -> None:
@@ -272,10 +276,46 @@ class World:
         else:
             self.ews.inject("hold", op=op, hold=hold)
 
-    def start_syncd(self) -> subprocess.Popen[str]:
+    def start_syncd(self, command: str = "reconcile") -> subprocess.Popen[str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        return subprocess.Popen([str(SYNCD), "--config", str(self.config), "reconcile"], stdout=subprocess.PIPE,
+        return subprocess.Popen([str(SYNCD), "--config", str(self.config), command], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env, cwd=self.folder)
+
+    def serve(self, *, hold: Any = None, after_first_write: float = 0.0, stop: bool = False,
+              quiet: float = 30.0, timeout: float = 120) -> Pass:
+        """One `syncd run` process (the service), ended by kill -9, or with `stop` by SIGTERM
+        as systemd stops it (it must then finish the write in flight and exit 0 by itself).
+        With `hold` (an httpbase.Hold already injected) it is killed once that write is done
+        and its answer held, or stopped if the service has not made that write within
+        `quiet` seconds (it paces its Ultimo calls); otherwise it is ended
+        `after_first_write` seconds after its first write request arrived, or after `quiet`
+        seconds without one."""
+        before, started = self.writes(), time.monotonic()
+        proc = self.start_syncd("run")
+        if hold is not None:
+            while proc.poll() is None and not hold.reached.wait(0.01) and time.monotonic() - started < quiet:
+                pass
+            stop = not hold.reached.is_set()
+        else:
+            while proc.poll() is None and self.writes() == before and time.monotonic() - started < quiet:
+                time.sleep(0.005)
+            try:
+                proc.wait(after_first_write)
+            except subprocess.TimeoutExpired:
+                pass
+        ended_itself = proc.poll() is not None
+        if not ended_itself:
+            proc.send_signal(signal.SIGTERM if stop else signal.SIGKILL)
+        if hold is not None:
+            hold.release()
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err += "\nchaos: syncd run did not stop within the time bound; killed\n"
+        status = None if not ended_itself and not stop else proc.returncode
+        return Pass(status, out, err, time.monotonic() - started, self.writes() - before)
 
     def reconcile(self, *, kill_in_writes: float | None = None, hold: Any = None, timeout: float = 240) -> Pass:
         """One `syncd reconcile` process. With `hold` (an httpbase.Hold already injected),
