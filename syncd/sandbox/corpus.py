@@ -4,9 +4,9 @@ Each `Malformed` names the call it spoils (an Ultimo workflow: get, create, upda
 cancel; an EWS operation: FindItem, GetItem, CreateItem, UpdateItem, DeleteItem,
 SyncFolderItems; a Graph sandbox operation: calendarView, delta, events.list, event.get,
 events.create, event.update, event.delete, event.decline) and the answer sent instead of
-the real one, after the request took effect. Whatever the answer, syncd must fail that call with one clear line (a typed
-error, the room failed), conclude nothing from it (no cancellation, no "empty room") and
-lose nothing.
+the real one, after the request took effect. Whatever the answer, syncd must fail that
+call with one clear line (a typed error, the room failed), conclude nothing from it (no
+cancellation, no "empty room") and lose nothing.
 
     ultimo.inject("answer_after", workflow=entry.call, answer=entry.response(), count=50)
     ews.inject("answer_after", op=entry.call, answer=entry.response(), count=50)
@@ -253,7 +253,7 @@ def _at(text: Any, zone: Any = "UTC") -> dict[str, Any]:
 
 
 _GOOD_VIEW = _view(_EVENT)
-_GRAPH_ERROR_PAGE = (b"<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1>"
+_PROXY_PAGE = (b"<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1>"
                      b"</center><hr><center>nginx</center></body></html>\n")
 
 GRAPH: tuple[Malformed, ...] = (
@@ -295,8 +295,8 @@ GRAPH: tuple[Malformed, ...] = (
     Malformed("nextLink to another host", "calendarView",
               _view(_EVENT, **{"@odata.nextLink": "https://graph.example.net/v1.0/users/x/calendar/calendarView"})),
     Malformed("nextLink a number", "calendarView", _view(_EVENT, **{"@odata.nextLink": 2})),
-    Malformed("html error page with status 404", "calendarView", _GRAPH_ERROR_PAGE, 404, "text/html"),
-    Malformed("html error page with status 500", "calendarView", _GRAPH_ERROR_PAGE, 500, "text/html"),
+    Malformed("html error page with status 404", "calendarView", _PROXY_PAGE, 404, "text/html"),
+    Malformed("html error page with status 500", "calendarView", _PROXY_PAGE, 500, "text/html"),
     Malformed("delta page without value", "delta", _js({"@odata.deltaLink": "delta?$deltatoken=x"})),
     Malformed("delta page with neither link", "delta", _js({"value": []})),
     Malformed("delta answered with an html page", "delta", _HTML_PAGE),
@@ -308,15 +308,15 @@ GRAPH: tuple[Malformed, ...] = (
     Malformed("event answered with an html page", "event.get", _HTML_PAGE),
     Malformed("event answered with an empty object", "event.get", _js({})),
     Malformed("event answered with an unreadable start", "event.get", _js(_event(start=_at("soon")))),
-    Malformed("event answered with an html 404 page", "event.get", _GRAPH_ERROR_PAGE, 404, "text/html"),
+    Malformed("event answered with an html 404 page", "event.get", _PROXY_PAGE, 404, "text/html"),
     Malformed("create answered with an html page", "events.create", _HTML_PAGE, 201),
     Malformed("create answered truncated", "events.create", _js(_EVENT)[:60], 201),
     Malformed("create answered with a list", "events.create", _js([_EVENT]), 201),
-    Malformed("create answered with an html 502 page", "events.create", _GRAPH_ERROR_PAGE, 502, "text/html"),
+    Malformed("create answered with an html 502 page", "events.create", _PROXY_PAGE, 502, "text/html"),
     Malformed("update answered with an html page", "event.update", _HTML_PAGE),
     Malformed("update answered truncated", "event.update", _js(_EVENT)[:50]),
-    Malformed("update answered with an html 404 page", "event.update", _GRAPH_ERROR_PAGE, 404, "text/html"),
-    Malformed("delete answered with an html 500 page", "event.delete", _GRAPH_ERROR_PAGE, 500, "text/html"),
-    Malformed("delete answered with an html 404 page", "event.delete", _GRAPH_ERROR_PAGE, 404, "text/html"),
-    Malformed("decline answered with an html 500 page", "event.decline", _GRAPH_ERROR_PAGE, 500, "text/html"),
+    Malformed("update answered with an html 404 page", "event.update", _PROXY_PAGE, 404, "text/html"),
+    Malformed("delete answered with an html 500 page", "event.delete", _PROXY_PAGE, 500, "text/html"),
+    Malformed("delete answered with an html 404 page", "event.delete", _PROXY_PAGE, 404, "text/html"),
+    Malformed("decline answered with an html 500 page", "event.decline", _PROXY_PAGE, 500, "text/html"),
 )
