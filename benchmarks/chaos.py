@@ -113,10 +113,12 @@ class Figures:
 
 class Campaign:
     def __init__(self, seed: int, mode: str, deadline: float, verbose: bool, series: bool = False,
-                 kills: int | None = None, schedules: int | None = None, backend: str = "ews") -> None:
+                 kills: int | None = None, schedules: int | None = None, backend: str = "ews",
+                 database: str | None = None) -> None:
         self.rng = random.Random(seed)
         self.series = series
         self.backend = backend
+        self.database = database
         _, mode_kills, mode_schedules, self.passes, self.service_kills = MODES[mode]
         self.kills = mode_kills if kills is None else kills
         self.schedules = mode_schedules if schedules is None else schedules
@@ -131,7 +133,8 @@ class Campaign:
 
     def run(self, number: int) -> Figures:
         kills, schedules, passes = self.kills, self.schedules, self.passes
-        world = World(random.Random(self.rng.random()), series=self.series, backend=self.backend)
+        world = World(random.Random(self.rng.random()), series=self.series, backend=self.backend,
+                      database=self.database)
         figures = Figures()
         try:
             for _ in range(6):
@@ -160,7 +163,9 @@ class Campaign:
                          or max(figures.passes, default=0) > 2 or figures.bad_stops or figures.run_ended)
             world.close(keep=not clean)
             if not clean:
-                figures.notes.append(f"run {number}: its database, configuration and logs are kept in {world.folder}")
+                kept = f" (database: schema {world.schema})" if world.schema else ""
+                figures.notes.append(f"run {number}: its database, configuration and logs are kept in {world.folder}"
+                                     + kept)
         return figures
 
     def kill_once(self, world: World, figures: Figures, *, service: bool = False) -> None:
@@ -295,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("ews", "graph"), default="ews",
                         help="the calendar protocol syncd talks (graph: to the Graph sandbox, which shares "
                              "the EWS sandbox's store)")
+    parser.add_argument("--database", default=None, metavar="URL",
+                        help="a PostgreSQL server (e.g. $SYNCD_TEST_POSTGRES_URL): each run gets a schema of its own "
+                             "there (default: SQLite in the run's folder)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every pass")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
@@ -302,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs if args.runs is not None else MODES[args.mode][0]
     began = time.monotonic()
     campaign = Campaign(seed, args.mode, began + limit, args.verbose, args.series, args.kills, args.schedules,
-                        backend=args.backend)
-    print(f"chaos: {args.mode} campaign on {args.backend.upper() if args.backend == 'ews' else 'Graph'}, "
-          f"seed {seed}, {runs} runs, time limit {limit:g}s", flush=True)
+                        backend=args.backend, database=args.database)
+    print(f"chaos: {args.mode} campaign on {args.backend.upper() if args.backend == 'ews' else 'Graph'}"
+          f"{' and PostgreSQL' if args.database else ''}, seed {seed}, {runs} runs, time limit {limit:g}s", flush=True)
     total = Figures()
     for number in range(1, runs + 1):
         if time.monotonic() > campaign.deadline:

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock
@@ -31,6 +33,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
+from sqlalchemy import Connection, create_engine, make_url
 
 from syncd.core.model import external_id_for, stamp_for_reservation
 from syncd.sandbox.ews.server import EwsSandbox, Recurrence
@@ -101,7 +104,8 @@ class Pass:
 class World:
     """Both sandboxes with the rooms, a configuration file and a migrated SQLite database."""
 
-    def __init__(self, rng: random.Random, *, series: bool = False, backend: str = "ews") -> None:
+    def __init__(self, rng: random.Random, *, series: bool = False, backend: str = "ews",
+                 database: str | None = None) -> None:
         self.rng = rng
         self.series = series
         self.folder = Path(tempfile.mkdtemp(prefix="syncd-chaos-"))
@@ -115,12 +119,20 @@ class World:
         for mailbox, space in ROOMS:
             self.ultimo.add_space(space, preparation_minutes=10, cleanup_minutes=10)
             self.ews.add_mailbox(mailbox)
-        db = self.folder / "syncd.db"
-        engine = make_engine(f"sqlite:///{db}")
+        # SQLite in the run's folder, or a PostgreSQL schema of the run's own on `database`.
+        self._server, self.schema = database, None
+        url = f"sqlite:///{self.folder / 'syncd.db'}"
+        if database is not None:
+            self.schema = f"chaos_{self.folder.name.rsplit('-', 1)[-1].lower()}"
+            with _admin(database) as conn:
+                conn.exec_driver_sql(f'CREATE SCHEMA "{self.schema}"')
+            url = make_url(database).update_query_dict({"options": f"-csearch_path={self.schema}"}) \
+                .render_as_string(hide_password=False)
+        engine = make_engine(url)
         upgrade(engine)
         engine.dispose()
         self.config = self.folder / "config.yaml"
-        self.config.write_text(yaml.safe_dump(self._config(db), sort_keys=False))
+        self.config.write_text(yaml.safe_dump(self._config(url), sort_keys=False))
         self.bookings: list[Booking] = []
         self.cancelled_by_people: set[str] = set()
         self._lock = threading.Lock()
@@ -131,7 +143,7 @@ class World:
             for side in ("exchange", "ultimo"):
                 self._book(mailbox, space, side, anchor=True)
 
-    def _config(self, db: Path) -> dict[str, Any]:
+    def _config(self, url: str) -> dict[str, Any]:
         calendar: dict[str, Any] = {"backend": "ews", "ews": {
             "endpoint": self.ews.url, "auth": "basic", "username": USER, "password": PASSWORD,
             "access": "impersonation", "server_version": "15.1.2507.6", "timeout_seconds": 2,
@@ -144,7 +156,7 @@ class World:
                 # Retry-After comes in whole seconds: one back-off of a second fits, not two.
                 "throttle_max_wait_seconds": 1.5}}
         return {
-            "database": {"url": f"sqlite:///{db}"},
+            "database": {"url": url},
             "ultimo": {"base_url": self.ultimo.url, "api_key": API_KEY, "timezone": "Europe/Amsterdam",
                        "daily_call_budget": 10000, "calls_per_10s": 100, "max_retries": 1, "timeout_seconds": 2},
             "calendar": calendar,
@@ -166,6 +178,9 @@ class World:
             self.graph.stop()
         if not keep:
             shutil.rmtree(self.folder, ignore_errors=True)
+            if self._server is not None:
+                with _admin(self._server) as conn:
+                    conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
     # --- people --------------------------------------------------------------------------
 
@@ -402,3 +417,14 @@ class World:
                 c.unsettled += 1
                 c.notes.append(f"unsettled: cancelled {b.side} booking {b.ident} still has a counterpart")
         return c
+
+
+@contextmanager
+def _admin(server: str) -> Iterator[Connection]:
+    """A connection to the PostgreSQL server the campaign was given, in a transaction."""
+    engine = create_engine(server)
+    try:
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        engine.dispose()
