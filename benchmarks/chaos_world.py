@@ -323,12 +323,7 @@ class World:
             proc.send_signal(signal.SIGTERM if stop else signal.SIGKILL)
         if hold is not None:
             hold.release()
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            err += "\nchaos: syncd run did not stop within the time bound; killed\n"
+        out, err = _output(proc, timeout)
         status = None if not ended_itself and not stop else proc.returncode
         return Pass(status, out, err, time.monotonic() - started, self.writes() - before)
 
@@ -355,12 +350,7 @@ class World:
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 killed = True
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            err += "\nchaos: syncd did not finish within the time bound; killed\n"
+        out, err = _output(proc, timeout)
         return Pass(None if killed else proc.returncode, out, err, time.monotonic() - started, self.writes() - before)
 
     # --- checks --------------------------------------------------------------------------
@@ -417,6 +407,16 @@ class World:
                 c.unsettled += 1
                 c.notes.append(f"unsettled: cancelled {b.side} booking {b.ident} still has a counterpart")
         return c
+
+
+def _output(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """What the process printed, once it has exited (killed if it takes over `timeout` s)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return out, err + "\nchaos: syncd did not finish within the time bound; killed\n"
 
 
 @contextmanager

@@ -64,14 +64,19 @@ def _rows(*rows: Any) -> bytes:
     return _js({"properties": {"Output": {"collection": list(rows)}}})
 
 
-def _row(**changes: Any) -> dict[str, Any]:
-    row = dict(_ROW)
+def _changed(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A copy of `base` with `changes` made (a value of `_DROP` leaves the key out)."""
+    copy = dict(base)
     for key, value in changes.items():
         if value is _DROP:
-            row.pop(key)
+            copy.pop(key)
         else:
-            row[key] = value
-    return row
+            copy[key] = value
+    return copy
+
+
+def _row(**changes: Any) -> dict[str, Any]:
+    return _changed(_ROW, **changes)
 
 
 _DROP = object()
@@ -235,13 +240,7 @@ _EVENT = {
 
 
 def _event(**changes: Any) -> dict[str, Any]:
-    event = dict(_EVENT)
-    for key, value in changes.items():
-        if value is _DROP:
-            event.pop(key)
-        else:
-            event[key] = value
-    return event
+    return _changed(_EVENT, **changes)
 
 
 def _view(*items: Any, **extra: Any) -> bytes:
