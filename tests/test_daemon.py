@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog.testing
 import yaml
 from sqlalchemy import select
 from syncharness import ROOMS, World, at
@@ -38,7 +39,7 @@ from syncd.service.pacer import Pacer, save_snapshot
 from syncd.service.rates import DayProfile
 from syncd.store.db import session_factory
 from syncd.store.schema import Run
-from syncd.ultimo.budget import RateLimiter
+from syncd.ultimo.budget import DailyBudget, RateLimiter
 from syncd.ultimo.client import UltimoClient
 
 C25, D12 = ROOMS[0][0], ROOMS[1][0]
@@ -370,3 +371,24 @@ def test_status_exits_1_when_a_room_failed(world: World, tmp_path: Path, capfd) 
     assert main(["--config", str(config), "status"]) == 1
     out = capfd.readouterr().out
     assert "error: reading Ultimo space C-25" in out
+
+
+def test_calls_made_before_the_start_are_named_when_they_leave_the_burst_short(world: World) -> None:
+    """An operator who ran `syncd reconcile` first sees why the service's first reads are
+    slow: the calls already made count against the day's budget."""
+    small = quick(world.cfg)
+    small = small.model_copy(update={"ultimo": small.ultimo.model_copy(update={"daily_call_budget": 100})})
+    with structlog.testing.capture_logs() as fresh:
+        start(small).stop()
+    assert not [e for e in fresh if e["event"] == "service.ultimo_calls_carried_over"]
+
+    world.ews.book(C25, subject="Review", start=at(1, 9), end=at(1, 10))
+    world.reconcile()
+    world.reconcile()
+    made = DailyBudget(world.db, 100).spent_today()
+    with structlog.testing.capture_logs() as events:
+        start(small).stop()
+    [said] = [e for e in events if e["event"] == "service.ultimo_calls_carried_over"]
+    assert said["calls_last_24h"] == made and said["burst"] < said["burst_capacity"] / 2
+    assert f"{made} Ultimo calls of the last 24 hours" in said["message"]
+    assert "ultimo.daily_call_budget (100)" in said["message"]

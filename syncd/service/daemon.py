@@ -45,6 +45,7 @@ from syncd.engine.cycle import RoomResult, SyncEngine, start_run
 from syncd.engine.executor import SYSTEM_FAILURES
 from syncd.errors import CalendarError, SyncdError, UsageError
 from syncd.service import lock
+from syncd.service.estimate import carried_over
 from syncd.service.health import HealthServer, HealthSnapshot
 from syncd.service.metrics import ServiceMetrics
 from syncd.service.pacer import Pacer, save_snapshot, start_hold_off, start_state
@@ -212,6 +213,11 @@ class Service:
             log.info("service.ultimo_budget", message=estimate.message(), **fields)
         else:
             log.warning("service.ultimo_budget_too_small", message=estimate.message(), **fields)
+        before = taken.window.count(now.timestamp())
+        note = carried_over(before, taken.level, policy.capacity, policy.rate, policy.daily_budget)
+        if note is not None:
+            log.info("service.ultimo_calls_carried_over", message=note, calls_last_24h=before,
+                     burst=round(taken.level), burst_capacity=round(policy.capacity))
         self._run_id = start_run(engine, "service", now)
         self._sync = self._build(self.cfg, engine, pacer, self.stop_event, self._run_id)
         self.state.throttling = getattr(self._sync.calendar, "throttling", None)

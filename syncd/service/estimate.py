@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from syncd.service.readplan import ReadPolicy
 
-__all__ = ["DAY", "Estimate", "RoomStaleness", "estimate", "human"]
+__all__ = ["DAY", "Estimate", "RoomStaleness", "carried_over", "estimate", "human"]
 
 DAY = 86400.0
 
@@ -100,6 +100,20 @@ def estimate(policy: ReadPolicy, rooms: dict[str, tuple[int, int, float]], *, bo
     )
     needed = sum(cf for _, cf, _ in rooms.values()) * DAY / p.interval_seconds
     return Estimate(reads_per_s * DAY, needed, p.interval_seconds, staleness, bound)
+
+
+def carried_over(calls: int, level: float, capacity: float, rate: float, daily_budget: int) -> str | None:
+    """What a starting service says when calls made before it (a `syncd reconcile`, or
+    its predecessor) left it short of its burst: None when at least half is there.
+    `calls` are those of the last 24 hours, `level` of `capacity` the burst it starts
+    with, `rate` the bucket's refill per second."""
+    if calls <= 0 or level >= capacity / 2:
+        return None
+    back = (capacity - level) / rate if rate > 0 else math.inf
+    return (f"{calls:,} Ultimo calls of the last 24 hours, made before this start (by syncd reconcile, or by "
+            f"the service before a restart), count against ultimo.daily_call_budget ({daily_budget:,}): the "
+            f"service starts with {level:,.0f} of its {capacity:,.0f} calls of burst, so the first reads go at "
+            f"the budget's steady pace; the burst is back in about {human(back)} if nothing is spent meanwhile")
 
 
 def human(seconds: float) -> str:
