@@ -8,6 +8,7 @@ with sd_notify and the health endpoint, stopped by SIGTERM with exit status 0.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -23,11 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog.testing
 import yaml
 from sqlalchemy import select
 from syncharness import ROOMS, World, at
 
+from syncd import logs
 from syncd.calendars.ews.backend import EwsCalendar
 from syncd.commands.cli import main
 from syncd.config.schema import Config
@@ -373,22 +374,33 @@ def test_status_exits_1_when_a_room_failed(world: World, tmp_path: Path, capfd) 
     assert "error: reading Ultimo space C-25" in out
 
 
-def test_calls_made_before_the_start_are_named_when_they_leave_the_burst_short(world: World) -> None:
+def _said_at_start(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The service's log lines (JSON, at info) from a start and a stop."""
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    logs.configure("info", "json")
+    try:
+        start(cfg).stop()
+    finally:
+        logs.configure("error", "json")
+    return [json.loads(line) for line in err.getvalue().splitlines() if line.startswith("{")]
+
+
+def test_calls_made_before_the_start_are_named_when_they_leave_the_burst_short(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """An operator who ran `syncd reconcile` first sees why the service's first reads are
     slow: the calls already made count against the day's budget."""
     small = quick(world.cfg)
     small = small.model_copy(update={"ultimo": small.ultimo.model_copy(update={"daily_call_budget": 100})})
-    with structlog.testing.capture_logs() as fresh:
-        start(small).stop()
+    fresh = _said_at_start(small, monkeypatch)
+    assert any(e["event"] == "service.ready" for e in fresh)
     assert not [e for e in fresh if e["event"] == "service.ultimo_calls_carried_over"]
 
     world.ews.book(C25, subject="Review", start=at(1, 9), end=at(1, 10))
-    world.reconcile()
-    world.reconcile()
+    for _ in range(4):     # at least a Get per room each: more than the burst of 10, whatever the
+        world.reconcile()  # first start left in its snapshot
     made = DailyBudget(world.db, 100).spent_today()
-    with structlog.testing.capture_logs() as events:
-        start(small).stop()
-    [said] = [e for e in events if e["event"] == "service.ultimo_calls_carried_over"]
+    [said] = [e for e in _said_at_start(small, monkeypatch) if e["event"] == "service.ultimo_calls_carried_over"]
     assert said["calls_last_24h"] == made and said["burst"] < said["burst_capacity"] / 2
     assert f"{made} Ultimo calls of the last 24 hours" in said["message"]
     assert "ultimo.daily_call_budget (100)" in said["message"]
