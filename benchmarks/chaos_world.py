@@ -102,7 +102,8 @@ class Pass:
 
 
 class World:
-    """Both sandboxes with the rooms, a configuration file and a migrated SQLite database."""
+    """Both sandboxes with the rooms, a configuration file and a migrated database (SQLite in
+    the run's folder, or with `database` a PostgreSQL schema of its own)."""
 
     def __init__(self, rng: random.Random, *, series: bool = False, backend: str = "ews",
                  database: str | None = None) -> None:
