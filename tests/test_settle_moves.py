@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from syncharness import ROOMS, Killed, World, at
@@ -103,3 +104,36 @@ def test_an_exchange_move_answered_with_an_error_after_it_took_effect_follows_th
     _converged(world)
     [event] = world.events_for_reservation(D12, uid)
     assert (event.start, event.end) == (at(4, 10), at(4, 11))
+
+
+def test_a_graph_move_made_then_refused_as_throttled_follows_the_next_edit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on Microsoft Graph: the PATCH is made and its answer lost, its resend meets
+    429 with a Retry-After past the allowed wait."""
+    with World(tmp_path, backend="graph") as world:
+        graph = world.graph
+        assert graph is not None
+        uid = world.ultimo.reserve("D-12", at(1, 15), at(1, 16), description="Audit")
+        world.reconcile()
+        world.ultimo.move(uid, at(2, 15), at(2, 16))
+        serve, patches = graph._serve, []
+
+        def first_lost_then_throttled(request: Any, op: str, *rest: Any) -> Any:
+            if op == "event.update" and not patches:
+                patches.append(request)
+                graph.inject("lost_answer", op=op)               # made, unanswered
+                answer = serve(request, op, *rest)
+                graph.inject("http429", count=5, op=op, retry_after=30)   # the resends: refused
+                return answer
+            return serve(request, op, *rest)
+
+        monkeypatch.setattr(graph, "_serve", first_lost_then_throttled)
+        world.reconcile()
+        monkeypatch.setattr(graph, "_serve", serve)
+        graph.faults.clear()
+        [event] = world.events_for_reservation(D12, uid)
+        assert event.start == at(2, 15)
+        world.ultimo.move(uid, at(4, 10), at(4, 11))
+        _converged(world)
+        [event] = world.events_for_reservation(D12, uid)
+        assert (event.start, event.end) == (at(4, 10), at(4, 11))
