@@ -184,12 +184,19 @@ def test_never_more_than_four_requests_in_flight(room: GraphHarness, monkeypatch
 # --- reads --------------------------------------------------------------------------------
 
 
-def test_every_page_is_read_and_a_failed_page_fails_the_read(room: GraphHarness,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    for day in range(15, 22):
+def paged(room: GraphHarness, days: range) -> GraphCalendar:
+    """Ten half-hour meetings on each of `days` (March 2027), and a calendar reading 10 a page."""
+    for day in days:
         for hour in range(8, 18):
             room.book(f"Slot {day} {hour}", at(day, hour), at(day, hour, 30))
     calendar = room.make_calendar(page_size=10)
+    assert isinstance(calendar, GraphCalendar)
+    return calendar
+
+
+def test_every_page_is_read_and_a_failed_page_fails_the_read(room: GraphHarness,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    calendar = paged(room, range(15, 22))
     assert len(calendar.list_events(room.mailbox, WEEK)) == 70
     assert room.sandbox.calls(mailbox=room.mailbox, op="calendarView") >= 7
 
@@ -211,10 +218,7 @@ def test_every_page_is_read_and_a_failed_page_fails_the_read(room: GraphHarness,
 
 def test_a_next_link_back_to_a_page_already_read_fails_the_read(room: GraphHarness,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    for day in range(15, 18):
-        for hour in range(8, 18):
-            room.book(f"Slot {day} {hour}", at(day, hour), at(day, hour, 30))
-    calendar = room.make_calendar(page_size=10)
+    calendar = paged(room, range(15, 18))
     serve, first_link = room.sandbox._serve, []
 
     def looping(request: Any, op: str, *rest: Any) -> Any:
