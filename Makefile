@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rates_fit.py
 
 # The crash-and-fault campaign against the real syncd process (benchmarks/chaos.py):
-# CHAOS=short (under a minute; CI runs it on EWS, on Graph and on PostgreSQL) or CHAOS=long
+# CHAOS=short (under a minute; CI runs it on EWS, and on Graph with PostgreSQL) or CHAOS=long
 # (300+ kills, 20+ fault schedules); e.g. make chaos CHAOS=long CHAOS_ARGS="--seed 7 --time-limit 5400";
 # syncd on Microsoft Graph: CHAOS_ARGS="--backend graph"; its database in PostgreSQL:
 # CHAOS_ARGS="--database postgresql+psycopg://USER@HOST/DB" (a schema of its own per run)
