@@ -179,6 +179,11 @@ def test_a_given_answer_comes_after_the_work(graph: GraphSandbox, client: httpx.
     assert (answer.status_code, answer.content) == (201, b"<html>made?</html>")
     assert len(graph.items(ROOM)) == 1
     assert new_event(client, transactionId="intent-2").json()["subject"]      # one request only
+    # Given for several requests, each is answered as Graph answers it: its own ids echoed.
+    graph.inject("answer_after", count=2, op="calendar", answer=Response(200, b"{}"))
+    echoed = [client.get("/calendar", headers={"client-request-id": cid}).headers["client-request-id"]
+              for cid in ("first-request", "second-request")]
+    assert echoed == ["first-request", "second-request"]
     with pytest.raises(ValueError, match="takes an answer"):
         graph.inject("answer_after", op="events.create")
     with pytest.raises(ValueError, match="random faults"):

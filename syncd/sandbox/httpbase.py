@@ -117,6 +117,12 @@ class Response:
     drop: bool = False
     hold: Hold | None = None
 
+    def canned(self) -> Response:
+        """A fresh copy of this answer's status, body, type and headers, to send once: a
+        server adds its own headers to what it sends, so an answer kept to be sent again
+        (the malformed corpus's) is never sent itself."""
+        return Response(self.status, self.body, self.content_type, dict(self.headers))
+
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     """A JSON response with `payload` serialised compactly."""

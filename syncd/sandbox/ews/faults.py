@@ -126,6 +126,6 @@ class EwsFaults:
         if item.kind == "http503_after":
             return html_error_page(503, "Service Unavailable")
         if item.kind == "answer_after":
-            canned: Response = item.params["answer"]
-            return Response(canned.status, canned.body, canned.content_type, dict(canned.headers))
+            answer: Response = item.params["answer"]
+            return answer.canned()
         return drop_connection()

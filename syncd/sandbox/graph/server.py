@@ -276,7 +276,7 @@ class GraphSandbox(People):
             if after is not None and after.kind == "lost_answer":
                 return drop_connection()
             if after is not None and after.answer is not None:
-                return after.answer
+                return after.answer.canned()
             if after is not None and after.kind == "hold":
                 response.hold = after.hold
             elif after is not None:

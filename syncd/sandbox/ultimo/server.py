@@ -280,8 +280,7 @@ class UltimoSandbox(LoopbackServer):
         elif kind == "http503_after":
             response = html_error_page(503, "Service Unavailable")
         elif kind == "answer_after":
-            canned: Response = params["answer"]
-            response = Response(canned.status, canned.body, canned.content_type, dict(canned.headers))
+            response = params["answer"].canned()
         else:   # drop_after: the work is done, the answer is lost
             response = drop_connection()
         return response
